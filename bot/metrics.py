@@ -1,0 +1,23 @@
+"""Prometheus metrics of the process (served at /metrics when the HTTP server is on)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+POLLS = Counter("tunewatch_polls_total", "Status polls of the API by outcome", ["outcome"])
+API_LATENCY = Histogram(
+    "tunewatch_api_latency_seconds",
+    "Time of one status poll, retries included",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+DELIVERIES = Counter("tunewatch_deliveries_total", "Discord deliveries by outcome", ["outcome"])
+DELIVERY_DELAY = Histogram(
+    "tunewatch_delivery_delay_seconds",
+    "Time from a step being seen to its message being sent",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900),
+)
+ACTIVE_TRAININGS = Gauge("tunewatch_active_trainings", "Trainings being polled")
+SUBSCRIPTIONS = Gauge(
+    "tunewatch_subscriptions", "Subscriptions by kind and status", ["kind", "status"]
+)
+LAST_TICK_AGE = Gauge("tunewatch_tracker_last_tick_age_seconds", "Age of the last tracker tick")

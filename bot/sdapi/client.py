@@ -1,0 +1,184 @@
+"""The one place that talks HTTP to the Stable Diffusion API."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote
+
+import aiohttp
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
+from tenacity.stop import stop_base
+
+from bot.sdapi.errors import (
+    ApiUnavailable,
+    InvalidTrainingId,
+    RateLimited,
+    SdApiError,
+    TrainingNotFound,
+)
+from bot.sdapi.status import TrainingStatus, parse_status
+
+log = logging.getLogger(__name__)
+
+TRAINING_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+UNREACHABLE = "The Stable Diffusion API could not be reached; try again in a few minutes."
+
+
+def validate_training_id(raw: str) -> str:
+    """Return the id stripped of surrounding blanks, or raise InvalidTrainingId."""
+    training_id = raw.strip()
+    if not TRAINING_ID_RE.fullmatch(training_id):
+        raise InvalidTrainingId(
+            "That is not a valid training id: use the id the API returned when the training "
+            "was created (letters, digits, `-` and `_`, 1 to 64 characters).",
+            detail=f"invalid training id of length {len(training_id)}",
+        )
+    return training_id
+
+
+def _retry_after_header(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, SdApiError) and exc.transient
+
+
+class SdApiClient:
+    """``fine_tune_status`` with timeouts, bounded retries and per-key concurrency."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        timeout: float = 15.0,
+        max_concurrency: int = 16,
+        max_concurrency_per_key: int = 4,
+        max_attempts: int = 4,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
+    ) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        self._timeout = timeout
+        self._overall = asyncio.Semaphore(max_concurrency)
+        self._per_key_limit = max_concurrency_per_key
+        self._per_key: dict[str, asyncio.Semaphore] = {}
+        self._max_attempts = max_attempts
+        self._backoff = wait_random_exponential(multiplier=backoff_initial, max=backoff_max)
+
+    def status_url(self, training_id: str) -> str:
+        """The status URL of a (validated) training id."""
+        return f"{self._base_url}/fine_tune_status/{quote(training_id, safe='')}"
+
+    def _key_semaphore(self, key: str) -> asyncio.Semaphore:
+        # Index by a digest so no structure we keep or log holds the key itself.
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        sem = self._per_key.get(digest)
+        if sem is None:
+            sem = self._per_key[digest] = asyncio.Semaphore(self._per_key_limit)
+        return sem
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RateLimited):
+            return exc.retry_after
+        return float(self._backoff(state))
+
+    async def fine_tune_status(
+        self,
+        training_id: str,
+        key: str,
+        *,
+        budget: float | None = None,
+        retries: bool = True,
+    ) -> TrainingStatus:
+        """Ask for one training's status.
+
+        ``budget`` bounds the total time in seconds, retries and waits included (an
+        interaction cannot wait minutes); ``retries=False`` makes a single attempt.
+        """
+        training_id = validate_training_id(training_id)
+        deadline = None if budget is None else time.monotonic() + budget
+        stop: stop_base = stop_after_attempt(self._max_attempts if retries else 1)
+        if budget is not None:
+            stop = stop | stop_before_delay(budget)
+        retrying = AsyncRetrying(
+            stop=stop,
+            wait=self._wait,
+            retry=retry_if_exception(_is_transient),
+            reraise=True,
+            before_sleep=self._log_retry,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._attempt(training_id, key, deadline)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        sleep = state.next_action.sleep if state.next_action else 0.0
+        log.info("status attempt %d failed (%s); retry in %.1fs", state.attempt_number, exc, sleep)
+
+    async def _attempt(self, training_id: str, key: str, deadline: float | None) -> TrainingStatus:
+        timeout = self._timeout
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                raise ApiUnavailable(UNREACHABLE, detail="no time left for the request")
+        url = self.status_url(training_id)
+        async with self._overall, self._key_semaphore(key):
+            try:
+                async with self._session.post(
+                    url,
+                    json={"key": key},
+                    timeout=aiohttp.ClientTimeout(total=timeout),
+                    allow_redirects=False,
+                ) as response:
+                    body = await response.read()
+                    retry_after = _retry_after_header(response.headers.get("Retry-After"))
+                    status = response.status
+            except TimeoutError:
+                raise ApiUnavailable(
+                    UNREACHABLE, detail=f"timed out after {timeout:.1f}s for {training_id}"
+                ) from None
+            except aiohttp.ClientError as exc:
+                raise ApiUnavailable(
+                    UNREACHABLE, detail=f"{type(exc).__name__} for {training_id}"
+                ) from None
+        try:
+            return parse_status(status, body)
+        except RateLimited as exc:
+            if retry_after is not None:
+                raise RateLimited(retry_after, detail=exc.detail) from None
+            raise
+        except TrainingNotFound as exc:
+            raise TrainingNotFound(
+                f"The Stable Diffusion API does not know training `{training_id}`; check the id "
+                "and that the training was created with this API key.",
+                detail=exc.detail,
+            ) from None

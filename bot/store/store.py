@@ -1,0 +1,652 @@
+"""The only place with SQL: an aiosqlite connection, migrations, and the repositories."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.store.models import (
+    TERMINAL_SEQ,
+    Delivery,
+    Event,
+    EventKind,
+    Subscription,
+    SubscriptionKind,
+    SubscriptionStatus,
+    Training,
+    TrainingUpdate,
+)
+
+log = logging.getLogger(__name__)
+
+_TRAINING_COLUMNS = (
+    "training_id, key_ref, state, last_seq, eta_minutes, total_steps, terminal, failure_reason, "
+    "next_poll_at, consecutive_errors, last_error, not_found_count, first_not_found_at, last_ok_at"
+)
+_SUBSCRIPTION_COLUMNS = (
+    "s.id, s.kind, s.guild_id, s.channel_id, s.user_id, s.training_id, s.key_ref, s.status, "
+    "s.reason, s.baseline_seq, s.created_at, t.state, t.terminal, t.last_error"
+)
+# A training is polled while it is not finished and some active subscription needs it.
+_NEEDS_POLL = (
+    "t.terminal IS NULL AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.training_id = "
+    "t.training_id AND s.key_ref = t.key_ref AND s.status = 'active')"
+)
+
+
+class LimitReached(Exception):
+    """A per-guild or per-user subscription limit would be exceeded."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"limit of {limit} reached")
+        self.limit = limit
+
+
+def _training(row: aiosqlite.Row) -> Training:
+    return Training(
+        training_id=row[0],
+        key_ref=row[1],
+        state=row[2],
+        last_seq=row[3],
+        eta_minutes=row[4],
+        total_steps=row[5],
+        terminal=EventKind(row[6]) if row[6] else None,
+        failure_reason=row[7],
+        next_poll_at=row[8],
+        consecutive_errors=row[9],
+        last_error=row[10],
+        not_found_count=row[11],
+        first_not_found_at=row[12],
+        last_ok_at=row[13],
+    )
+
+
+def _subscription(row: aiosqlite.Row) -> Subscription:
+    return Subscription(
+        id=row[0],
+        kind=SubscriptionKind(row[1]),
+        guild_id=row[2],
+        channel_id=row[3],
+        user_id=row[4],
+        training_id=row[5],
+        key_ref=row[6],
+        status=SubscriptionStatus(row[7]),
+        reason=row[8],
+        baseline_seq=row[9],
+        created_at=row[10],
+        state=row[11],
+        terminal=EventKind(row[12]) if row[12] else None,
+        last_error=row[13],
+    )
+
+
+class Store:
+    """Repositories over one SQLite file. Writes are serialised in explicit transactions."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Store:
+        """Open (creating if needed) the database and apply pending migrations."""
+        db = await aiosqlite.connect(str(path), isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute("PRAGMA foreign_keys = ON")
+            await db.execute("PRAGMA busy_timeout = 5000")
+            store = cls(db)
+            await store._migrate()
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self._db.close()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    async def _migrate(self) -> None:
+        async with self._db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        current = int(row[0]) if row else 0
+        files = sorted(
+            (f for f in resources.files("bot.store").joinpath("migrations").iterdir()),
+            key=lambda f: f.name,
+        )
+        for file in files:
+            if not file.name.endswith(".sql"):
+                continue
+            version = int(file.name.split("_", 1)[0])
+            if version <= current:
+                continue
+            log.info("applying database migration %s", file.name)
+            async with self._transaction() as db:
+                # executescript would commit on its own; run statements inside our transaction.
+                for statement in _split_sql(file.read_text(encoding="utf-8")):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {version:d}")
+
+    # -- meta -------------------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        """A value of the meta table."""
+        async with self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
+    async def set_meta(self, key: str, value: str) -> None:
+        """Set a value of the meta table."""
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    async def instance_id(self) -> str:
+        """A random id of this database, so message nonces never collide across databases."""
+        value = await self.get_meta("instance_id")
+        if value is None:
+            value = secrets.token_hex(4)
+            async with self._transaction() as db:
+                await db.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('instance_id', ?)", (value,)
+                )
+            value = await self.get_meta("instance_id") or value
+        return value
+
+    async def ping(self) -> bool:
+        """True when the database answers."""
+        async with self._db.execute("SELECT 1") as cur:
+            return (await cur.fetchone()) is not None
+
+    # -- trainings ---------------------------------------------------------------------------
+
+    async def get_training(self, training_id: str, key_ref: str) -> Training | None:
+        """One training, or None."""
+        async with self._db.execute(
+            f"SELECT {_TRAINING_COLUMNS} FROM trainings WHERE training_id = ? AND key_ref = ?",
+            (training_id, key_ref),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _training(row)
+
+    async def claim_due(self, now: float, *, lease_until: float, limit: int) -> list[Training]:
+        """Trainings due for a poll, earliest first, leased until ``lease_until``.
+
+        The lease keeps the scheduler from handing a training out twice while its poll is in
+        flight; if the process dies, the lease runs out and the training is polled again.
+        """
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_TRAINING_COLUMNS} FROM trainings t WHERE t.next_poll_at <= ? AND "
+                f"{_NEEDS_POLL} ORDER BY t.next_poll_at LIMIT ?",
+                (now, limit),
+            )
+            due = [_training(r) for r in rows]
+            await db.executemany(
+                "UPDATE trainings SET next_poll_at = ? WHERE training_id = ? AND key_ref = ?",
+                [(lease_until, t.training_id, t.key_ref) for t in due],
+            )
+        return due
+
+    async def next_poll_at(self) -> float | None:
+        """When the next poll is due, or None when nothing needs polling."""
+        rows = await self._db.execute_fetchall(
+            f"SELECT MIN(t.next_poll_at) FROM trainings t WHERE {_NEEDS_POLL}"
+        )
+        value = next(iter(rows))[0]
+        return None if value is None else float(value)
+
+    async def poll_now(self, training_id: str, now: float) -> int:
+        """Make every unfinished row of this training due now; returns how many."""
+        async with self._transaction() as db:
+            cur = await db.execute(
+                "UPDATE trainings SET next_poll_at = ? WHERE training_id = ? AND terminal IS NULL "
+                "AND next_poll_at > ?",
+                (now, training_id, now),
+            )
+            return cur.rowcount
+
+    async def count_active_trainings(self) -> int:
+        """Trainings currently polled."""
+        rows = await self._db.execute_fetchall(
+            f"SELECT COUNT(*) FROM trainings t WHERE {_NEEDS_POLL}"
+        )
+        return int(next(iter(rows))[0])
+
+    async def apply_updates(self, updates: Sequence[TrainingUpdate], now: float) -> int:
+        """Record polls: training rows, new events and their deliveries in ONE transaction.
+
+        Returns the number of deliveries created.
+        """
+        created = 0
+        async with self._transaction() as db:
+            for update in updates:
+                created += await self._apply_update(db, update, now)
+        return created
+
+    async def _apply_update(
+        self, db: aiosqlite.Connection, update: TrainingUpdate, now: float
+    ) -> int:
+        key = (update.training_id, update.key_ref)
+        async with db.execute(
+            "SELECT last_seq, terminal FROM trainings WHERE training_id = ? AND key_ref = ?", key
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            await db.execute(
+                "INSERT INTO trainings (training_id, key_ref, next_poll_at, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (*key, update.next_poll_at, now),
+            )
+            last_seq, terminal = -1, None
+        else:
+            last_seq, terminal = int(row[0]), row[1]
+        if terminal is not None:
+            # Nothing is recorded after the terminal event.
+            return 0
+        events = [e for e in update.events if e.seq > last_seq]
+        new_terminal = next((e for e in events if e.kind.terminal), None)
+        if events:
+            await db.executemany(
+                "INSERT OR IGNORE INTO events (training_id, key_ref, seq, kind, number, label, "
+                "steps_to_go, eta_minutes, raw, detail, late, observed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        *key,
+                        e.seq,
+                        e.kind.value,
+                        e.number,
+                        e.label,
+                        e.steps_to_go,
+                        e.eta_minutes,
+                        e.raw,
+                        e.detail,
+                        int(e.late),
+                        now,
+                    )
+                    for e in events
+                ],
+            )
+            step_seqs = [e.seq for e in events if not e.kind.terminal]
+            if step_seqs:
+                last_seq = max(last_seq, *step_seqs)
+        if update.ok:
+            await db.execute(
+                "UPDATE trainings SET state = ?, last_seq = ?, eta_minutes = ?, total_steps = "
+                "COALESCE(?, total_steps), terminal = ?, failure_reason = ?, next_poll_at = ?, "
+                "consecutive_errors = 0, last_error = NULL, not_found_count = 0, "
+                "first_not_found_at = NULL, last_ok_at = ?, finished_at = ? "
+                "WHERE training_id = ? AND key_ref = ?",
+                (
+                    update.state,
+                    last_seq,
+                    update.eta_minutes,
+                    update.total_steps,
+                    new_terminal.kind.value if new_terminal else None,
+                    new_terminal.detail if new_terminal else None,
+                    update.next_poll_at,
+                    now,
+                    now if new_terminal else None,
+                    *key,
+                ),
+            )
+        else:
+            await db.execute(
+                "UPDATE trainings SET next_poll_at = ?, consecutive_errors = ?, last_error = ?, "
+                "not_found_count = ?, first_not_found_at = ?, terminal = ?, failure_reason = ?, "
+                "finished_at = ? WHERE training_id = ? AND key_ref = ?",
+                (
+                    update.next_poll_at,
+                    update.consecutive_errors,
+                    update.last_error,
+                    update.not_found_count,
+                    update.first_not_found_at,
+                    new_terminal.kind.value if new_terminal else None,
+                    new_terminal.detail if new_terminal else None,
+                    now if new_terminal else None,
+                    *key,
+                ),
+            )
+        if not events:
+            return 0
+        first_new = min(e.seq for e in events)
+        cur = await db.execute(
+            "INSERT OR IGNORE INTO deliveries (subscription_id, training_id, key_ref, seq, status, "
+            "next_attempt_at, created_at) "
+            "SELECT s.id, e.training_id, e.key_ref, e.seq, 'pending', ?, ? "
+            "FROM subscriptions s JOIN events e ON e.training_id = s.training_id "
+            "AND e.key_ref = s.key_ref "
+            "WHERE s.training_id = ? AND s.key_ref = ? AND s.status = 'active' AND e.seq >= ? "
+            "AND e.seq > s.baseline_seq AND (s.kind = 'channel' OR e.kind != 'step')",
+            (now, now, *key, first_new),
+        )
+        return max(cur.rowcount, 0)
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        *,
+        kind: SubscriptionKind,
+        guild_id: int | None,
+        channel_id: int | None,
+        user_id: int,
+        training_id: str,
+        key_ref: str,
+        limit: int,
+        now: float,
+    ) -> tuple[Subscription, bool]:
+        """Create or re-activate a subscription; returns it and whether it was already active.
+
+        Its baseline is what the database already knows of the training, so old steps are not
+        sent again. Raises LimitReached past ``limit`` active subscriptions of the guild (channel)
+        or the user (DM).
+        """
+        if kind is SubscriptionKind.CHANNEL:
+            match_sql = "kind = 'channel' AND training_id = ? AND channel_id = ?"
+            match_args: tuple[Any, ...] = (training_id, channel_id)
+            count_sql = "kind = 'channel' AND guild_id IS ? AND status = 'active'"
+            count_args: tuple[Any, ...] = (guild_id,)
+        else:
+            match_sql = "kind = 'dm' AND training_id = ? AND user_id = ?"
+            match_args = (training_id, user_id)
+            count_sql = "kind = 'dm' AND user_id = ? AND status = 'active'"
+            count_args = (user_id,)
+        async with self._transaction() as db:
+            async with db.execute(
+                f"SELECT id, status, key_ref FROM subscriptions WHERE {match_sql}",
+                match_args,
+            ) as cur:
+                existing = await cur.fetchone()
+            if existing is not None and existing[1] == "active" and existing[2] == key_ref:
+                sub_id, already = int(existing[0]), True
+            else:
+                async with db.execute(
+                    f"SELECT COUNT(*) FROM subscriptions WHERE {count_sql}",
+                    count_args,
+                ) as cur:
+                    row = await cur.fetchone()
+                active = int(row[0]) if row else 0
+                if existing is not None and existing[1] == "active":
+                    active -= 1
+                if active >= limit:
+                    raise LimitReached(limit)
+                async with db.execute(
+                    "SELECT last_seq FROM trainings WHERE training_id = ? AND key_ref = ?",
+                    (training_id, key_ref),
+                ) as cur:
+                    row = await cur.fetchone()
+                baseline = int(row[0]) if row else -1
+                if existing is None:
+                    cur = await db.execute(
+                        "INSERT INTO subscriptions (kind, guild_id, channel_id, user_id, "
+                        "training_id, key_ref, status, baseline_seq, created_at, updated_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)",
+                        (
+                            kind.value,
+                            guild_id,
+                            channel_id,
+                            user_id,
+                            training_id,
+                            key_ref,
+                            baseline,
+                            now,
+                            now,
+                        ),
+                    )
+                    sub_id = int(cur.lastrowid or 0)
+                else:
+                    sub_id = int(existing[0])
+                    await db.execute(
+                        "UPDATE subscriptions SET status = 'active', reason = NULL, user_id = ?, "
+                        "guild_id = ?, key_ref = ?, baseline_seq = ?, updated_at = ? WHERE id = ?",
+                        (user_id, guild_id, key_ref, baseline, now, sub_id),
+                    )
+                    await db.execute(
+                        "DELETE FROM deliveries WHERE subscription_id = ? AND status != 'sent'",
+                        (sub_id,),
+                    )
+                already = False
+        sub = await self.get_subscription(sub_id)
+        if sub is None:  # pragma: no cover - written just above
+            raise LookupError(sub_id)
+        return sub, already
+
+    async def get_subscription(self, sub_id: int) -> Subscription | None:
+        """One subscription with its training's state."""
+        rows = await self._db.execute_fetchall(
+            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions s LEFT JOIN trainings t "
+            "ON t.training_id = s.training_id AND t.key_ref = s.key_ref WHERE s.id = ?",
+            (sub_id,),
+        )
+        return next((_subscription(r) for r in rows), None)
+
+    async def find_subscription(
+        self, kind: SubscriptionKind, training_id: str, *, channel_id: int | None, user_id: int
+    ) -> Subscription | None:
+        """The subscription of a channel (or user's DM alert) to a training."""
+        target = "s.channel_id = ?" if kind is SubscriptionKind.CHANNEL else "s.user_id = ?"
+        rows = await self._db.execute_fetchall(
+            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions s LEFT JOIN trainings t "
+            "ON t.training_id = s.training_id AND t.key_ref = s.key_ref "
+            f"WHERE s.kind = ? AND s.training_id = ? AND {target}",
+            (kind.value, training_id, channel_id if kind is SubscriptionKind.CHANNEL else user_id),
+        )
+        return next((_subscription(r) for r in rows), None)
+
+    async def remove_subscription(self, sub_id: int) -> None:
+        """Delete a subscription and its undelivered messages."""
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM subscriptions WHERE id = ?", (sub_id,))
+
+    async def guild_subscriptions(self, guild_id: int) -> list[Subscription]:
+        """A guild's channel subscriptions, newest first."""
+        rows = await self._db.execute_fetchall(
+            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions s LEFT JOIN trainings t "
+            "ON t.training_id = s.training_id AND t.key_ref = s.key_ref "
+            "WHERE s.kind = 'channel' AND s.guild_id = ? ORDER BY s.created_at DESC, s.id DESC",
+            (guild_id,),
+        )
+        return [_subscription(r) for r in rows]
+
+    async def user_alerts(self, user_id: int) -> list[Subscription]:
+        """A user's DM alerts, newest first."""
+        rows = await self._db.execute_fetchall(
+            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions s LEFT JOIN trainings t "
+            "ON t.training_id = s.training_id AND t.key_ref = s.key_ref "
+            "WHERE s.kind = 'dm' AND s.user_id = ? ORDER BY s.created_at DESC, s.id DESC",
+            (user_id,),
+        )
+        return [_subscription(r) for r in rows]
+
+    async def pause_subscription(self, sub_id: int, reason: str, now: float) -> None:
+        """Pause one subscription with a reason its users can see; drop what it had pending."""
+        async with self._transaction() as db:
+            await self._pause(db, "id = ?", (sub_id,), reason, now)
+
+    async def pause_key_ref(self, key_ref: str, reason: str, now: float) -> int:
+        """Pause every active subscription polled with this key; returns how many."""
+        async with self._transaction() as db:
+            return await self._pause(
+                db, "key_ref = ? AND status = 'active'", (key_ref,), reason, now
+            )
+
+    @staticmethod
+    async def _pause(
+        db: aiosqlite.Connection, where: str, args: tuple[Any, ...], reason: str, now: float
+    ) -> int:
+        # Drop pending messages first: the WHERE clause may match on status = 'active'.
+        await db.execute(
+            "UPDATE deliveries SET status = 'dropped', last_error = ? WHERE status = 'pending' "
+            f"AND subscription_id IN (SELECT id FROM subscriptions WHERE {where})",
+            (reason, *args),
+        )
+        cur = await db.execute(
+            f"UPDATE subscriptions SET status = 'paused', reason = ?, updated_at = ? WHERE {where}",
+            (reason, now, *args),
+        )
+        return cur.rowcount
+
+    async def count_subscriptions(self) -> dict[str, int]:
+        """Subscriptions by status (for metrics)."""
+        rows = await self._db.execute_fetchall(
+            "SELECT kind || ':' || status, COUNT(*) FROM subscriptions GROUP BY kind, status"
+        )
+        return {str(k): int(n) for k, n in rows}
+
+    # -- deliveries --------------------------------------------------------------------------
+
+    async def pending_deliveries(self, now: float, *, limit: int) -> list[list[Delivery]]:
+        """Pending deliveries grouped by subscription in event order, for subscriptions whose
+        first pending delivery is due. Later ones wait behind it so order is kept."""
+        rows = await self._db.execute_fetchall(
+            "SELECT d.id, d.subscription_id, s.kind, s.guild_id, s.channel_id, s.user_id, "
+            "d.training_id, d.attempts, d.next_attempt_at, d.created_at, e.seq, e.kind, e.number, "
+            "e.label, e.steps_to_go, e.eta_minutes, e.raw, e.detail, e.late "
+            "FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id "
+            "JOIN events e ON e.training_id = d.training_id AND e.key_ref = d.key_ref "
+            "AND e.seq = d.seq "
+            "WHERE d.status = 'pending' AND s.status = 'active' "
+            "ORDER BY d.subscription_id, d.seq LIMIT ?",
+            (limit,),
+        )
+        groups: list[list[Delivery]] = []
+        current: list[Delivery] = []
+        for r in rows:
+            delivery = Delivery(
+                id=r[0],
+                subscription_id=r[1],
+                kind=SubscriptionKind(r[2]),
+                guild_id=r[3],
+                channel_id=r[4],
+                user_id=r[5],
+                training_id=r[6],
+                attempts=r[7],
+                next_attempt_at=r[8],
+                created_at=r[9],
+                event=Event(
+                    seq=r[10],
+                    kind=EventKind(r[11]),
+                    number=r[12],
+                    label=r[13],
+                    steps_to_go=r[14],
+                    eta_minutes=r[15],
+                    raw=r[16],
+                    detail=r[17],
+                    late=bool(r[18]),
+                ),
+            )
+            if current and current[0].subscription_id != delivery.subscription_id:
+                groups.append(current)
+                current = []
+            current.append(delivery)
+        if current:
+            groups.append(current)
+        return [g for g in groups if g[0].next_attempt_at <= now]
+
+    async def next_delivery_at(self) -> float | None:
+        """When the earliest pending delivery is due."""
+        rows = await self._db.execute_fetchall(
+            "SELECT MIN(d.next_attempt_at) FROM deliveries d JOIN subscriptions s "
+            "ON s.id = d.subscription_id WHERE d.status = 'pending' AND s.status = 'active'"
+        )
+        value = next(iter(rows))[0]
+        return None if value is None else float(value)
+
+    async def mark_sent(self, sent: Sequence[tuple[Delivery, int | None]], now: float) -> None:
+        """Mark deliveries sent (after the send); a terminal one completes its subscription."""
+        if not sent:
+            return
+        async with self._transaction() as db:
+            await db.executemany(
+                "UPDATE deliveries SET status = 'sent', message_id = ?, sent_at = ?, "
+                "attempts = attempts + 1, last_error = NULL WHERE id = ?",
+                [(message_id, now, d.id) for d, message_id in sent],
+            )
+            done = [(now, d.subscription_id) for d, _ in sent if d.event.kind.terminal]
+            if done:
+                await db.executemany(
+                    "UPDATE subscriptions SET status = 'done', updated_at = ? "
+                    "WHERE id = ? AND status = 'active'",
+                    done,
+                )
+
+    async def mark_retry(self, delivery: Delivery, error: str, next_attempt_at: float) -> None:
+        """Record a failed attempt; the delivery stays pending until ``next_attempt_at``."""
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, "
+                "next_attempt_at = ? WHERE id = ?",
+                (error, next_attempt_at, delivery.id),
+            )
+
+    async def mark_failed(self, delivery: Delivery, error: str) -> None:
+        """Give up on one delivery; later ones of its subscription go on."""
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_error = ? "
+                "WHERE id = ?",
+                (error, delivery.id),
+            )
+
+    async def delivery_counts(self) -> dict[str, int]:
+        """Deliveries by status."""
+        rows = await self._db.execute_fetchall(
+            "SELECT status, COUNT(*) FROM deliveries GROUP BY status"
+        )
+        return {str(k): int(n) for k, n in rows}
+
+    async def events_of(self, training_id: str, key_ref: str) -> list[Event]:
+        """Every recorded event of a training, in order."""
+        rows = await self._db.execute_fetchall(
+            "SELECT seq, kind, number, label, steps_to_go, eta_minutes, raw, detail, late "
+            "FROM events WHERE training_id = ? AND key_ref = ? ORDER BY seq",
+            (training_id, key_ref),
+        )
+        return [
+            Event(
+                seq=r[0],
+                kind=EventKind(r[1]),
+                number=r[2],
+                label=r[3],
+                steps_to_go=r[4],
+                eta_minutes=r[5],
+                raw=r[6],
+                detail=r[7],
+                late=bool(r[8]),
+            )
+            for r in rows
+        ]
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements (our migrations hold no ';' inside literals)."""
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+__all__ = ["TERMINAL_SEQ", "LimitReached", "Store"]

@@ -1,0 +1,286 @@
+"""When to poll which training, and what each poll changes: one request per training and key
+per cycle however many channels and users follow it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from bot import metrics
+from bot.sdapi.client import SdApiClient
+from bot.sdapi.errors import RateLimited, SdApiError, TrainingNotFound
+from bot.sdapi.status import TrainingStatus
+from bot.store import TERMINAL_SEQ, Event, EventKind, Store, Training, TrainingUpdate
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class KeyResolver(Protocol):
+    """Finds the API key a ``key_ref`` names (never stored with the training)."""
+
+    async def key_for(self, key_ref: str) -> str | None:
+        """The key, or None when it is not (or no longer) available."""
+
+
+class MissingKeyReason(Protocol):
+    """Explains to users why a key_ref has no key."""
+
+    def missing_reason(self, key_ref: str) -> str:
+        """One sentence for /training-list."""
+
+
+def events_from_status(status: TrainingStatus, *, late: bool = False) -> list[Event]:
+    """The step events and the terminal event a status shows."""
+    events = [
+        Event(
+            seq=step.seq,
+            kind=EventKind.STEP,
+            number=step.number,
+            label=step.label,
+            steps_to_go=step.steps_to_go,
+            eta_minutes=step.eta_minutes,
+            raw=step.raw,
+            late=late,
+        )
+        for step in status.steps
+    ]
+    if status.finished:
+        events.append(Event(seq=TERMINAL_SEQ, kind=EventKind.READY, late=late))
+    elif status.failed:
+        events.append(
+            Event(seq=TERMINAL_SEQ, kind=EventKind.FAILED, detail=status.failure_reason, late=late)
+        )
+    return events
+
+
+class Tracker:
+    """Polls due trainings with a pool of workers and records results in batched transactions."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: SdApiClient,
+        keys: KeyResolver,
+        *,
+        interval: float,
+        max_backoff: float = 900.0,
+        jitter: float = 0.1,
+        not_found_confirmations: int = 3,
+        not_found_window: float = 300.0,
+        workers: int = 16,
+        lease: float = 120.0,
+        batch_size: int = 500,
+        clock: Clock = time.time,
+        on_outbox: Callable[[], None] | None = None,
+        missing_key_reason: Callable[[str], str] | None = None,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._keys = keys
+        self.interval = interval
+        self._max_backoff = max_backoff
+        self._jitter = jitter
+        self._nf_confirmations = not_found_confirmations
+        self._nf_window = not_found_window
+        self._workers = workers
+        self._lease = lease
+        self._batch_size = batch_size
+        self._clock = clock
+        self._on_outbox = on_outbox or (lambda: None)
+        self._missing_key_reason = missing_key_reason or (
+            lambda ref: "No API key is available to poll this training."
+        )
+        self._late_after = max(2 * interval, interval + 30.0)
+        self._wake = asyncio.Event()
+        self._queue: asyncio.Queue[Training] = asyncio.Queue()
+        self._results: asyncio.Queue[TrainingUpdate] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.last_tick: float | None = None
+        self.polls_done = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the scheduler, the workers and the writer."""
+        if self._tasks:
+            return
+        self._tasks.append(asyncio.create_task(self._schedule(), name="tracker-scheduler"))
+        self._tasks.append(asyncio.create_task(self._write(), name="tracker-writer"))
+        for i in range(self._workers):
+            self._tasks.append(asyncio.create_task(self._work(), name=f"tracker-worker-{i}"))
+
+    async def stop(self) -> None:
+        """Stop every task (polls in flight are abandoned; their lease makes them due again)."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def wake(self) -> None:
+        """Look for due trainings now (a subscription was added or a webhook arrived)."""
+        self._wake.set()
+
+    async def poll_soon(self, training_id: str) -> bool:
+        """Make a followed training due now; False when nobody follows it."""
+        changed = await self._store.poll_now(training_id, self._clock())
+        if changed:
+            self.wake()
+        return changed > 0
+
+    async def ingest(self, training_id: str, key_ref: str, status: TrainingStatus) -> None:
+        """Record a status fetched outside the loop (by a command) like a poll result."""
+        now = self._clock()
+        update = self._success(training_id, key_ref, None, status, now)
+        if await self._store.apply_updates([update], now):
+            self._on_outbox()
+
+    # -- loops -------------------------------------------------------------------------------
+
+    async def _schedule(self) -> None:
+        while True:
+            try:
+                now = self._clock()
+                self.last_tick = now
+                due = await self._store.claim_due(
+                    now, lease_until=now + self._lease, limit=self._batch_size
+                )
+                for training in due:
+                    self._queue.put_nowait(training)
+                if len(due) == self._batch_size:
+                    continue
+                next_at = await self._store.next_poll_at()
+                delay = 5.0 if next_at is None else min(5.0, max(0.0, next_at - now))
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("tracker scheduler failed; retrying in 1s")
+                await asyncio.sleep(1.0)
+
+    async def _work(self) -> None:
+        while True:
+            training = await self._queue.get()
+            try:
+                update = await self._poll(training)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # One bad training never stops the others; its lease makes it due again.
+                log.exception("polling %s failed unexpectedly", training.training_id)
+                continue
+            if update is not None:
+                self._results.put_nowait(update)
+
+    async def _write(self) -> None:
+        while True:
+            batch = [await self._results.get()]
+            while len(batch) < self._batch_size and not self._results.empty():
+                batch.append(self._results.get_nowait())
+            try:
+                created = await self._store.apply_updates(batch, self._clock())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "recording %d poll results failed; they will be polled again", len(batch)
+                )
+                continue
+            self.polls_done += len(batch)
+            if created:
+                self._on_outbox()
+
+    # -- one poll ----------------------------------------------------------------------------
+
+    async def _poll(self, training: Training) -> TrainingUpdate | None:
+        key = await self._keys.key_for(training.key_ref)
+        now = self._clock()
+        if key is None:
+            reason = self._missing_key_reason(training.key_ref)
+            paused = await self._store.pause_key_ref(training.key_ref, reason, now)
+            log.warning("no key for %s: paused %d subscriptions", training.key_ref, paused)
+            return None
+        started = time.monotonic()
+        try:
+            status = await self._client.fine_tune_status(training.training_id, key, retries=False)
+        except TrainingNotFound as exc:
+            metrics.POLLS.labels("not_found").inc()
+            return self._not_found(training, exc, self._clock())
+        except SdApiError as exc:
+            metrics.POLLS.labels(type(exc).__name__).inc()
+            return self._failure(training, exc, self._clock())
+        finally:
+            metrics.API_LATENCY.observe(time.monotonic() - started)
+        metrics.POLLS.labels("ok").inc()
+        return self._success(
+            training.training_id, training.key_ref, training, status, self._clock()
+        )
+
+    def _next_poll(self, now: float) -> float:
+        return now + self.interval * random.uniform(1 - self._jitter, 1 + self._jitter)
+
+    def _backoff(self, errors: int, now: float) -> float:
+        delay = min(self._max_backoff, self.interval * 2.0 ** max(0, errors - 1))
+        return now + delay * random.uniform(1 - self._jitter, 1 + self._jitter)
+
+    def _success(
+        self,
+        training_id: str,
+        key_ref: str,
+        training: Training | None,
+        status: TrainingStatus,
+        now: float,
+    ) -> TrainingUpdate:
+        last_ok = training.last_ok_at if training else None
+        late = last_ok is not None and now - last_ok > self._late_after
+        return TrainingUpdate(
+            training_id=training_id,
+            key_ref=key_ref,
+            next_poll_at=self._next_poll(now),
+            ok=True,
+            state=status.raw_state,
+            eta_minutes=status.eta_minutes,
+            total_steps=status.total_steps,
+            events=events_from_status(status, late=late),
+        )
+
+    def _failure(self, training: Training, exc: SdApiError, now: float) -> TrainingUpdate:
+        errors = training.consecutive_errors + 1
+        next_at = self._backoff(errors, now)
+        if isinstance(exc, RateLimited):
+            next_at = max(next_at, now + exc.retry_after)
+        log.warning("poll of %s failed (%d in a row): %s", training.training_id, errors, exc.detail)
+        return TrainingUpdate(
+            training_id=training.training_id,
+            key_ref=training.key_ref,
+            next_poll_at=next_at,
+            consecutive_errors=errors,
+            last_error=exc.user_message,
+            not_found_count=training.not_found_count,
+            first_not_found_at=training.first_not_found_at,
+        )
+
+    def _not_found(self, training: Training, exc: TrainingNotFound, now: float) -> TrainingUpdate:
+        # "Not found" right after creation or during an API hiccup is common: only believe it
+        # after several answers spread over some minutes.
+        update = self._failure(training, exc, now)
+        update.not_found_count = training.not_found_count + 1
+        update.first_not_found_at = training.first_not_found_at or now
+        if (
+            update.not_found_count >= self._nf_confirmations
+            and now - update.first_not_found_at >= self._nf_window
+        ):
+            update.events = [
+                Event(seq=TERMINAL_SEQ, kind=EventKind.UNKNOWN, detail=exc.user_message)
+            ]
+        return update

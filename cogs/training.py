@@ -1,0 +1,332 @@
+"""Slash commands of tunewatch, and the DiscordNotifier the tracker delivers through."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import aiohttp
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import render
+from bot.app import TunewatchBot
+from bot.interactions import answer_soon, reply, reply_error
+from bot.keys import NoKeyAvailable
+from bot.sdapi.client import validate_training_id
+from bot.sdapi.errors import SdApiError
+from bot.sdapi.status import TrainingStatus
+from bot.store import Delivery, LimitReached, SubscriptionKind, SubscriptionStatus
+from bot.tracking.delivery import (
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+
+log = logging.getLogger(__name__)
+
+# An interaction's follow-up stays valid for 15 minutes, but a person waits seconds, not minutes.
+API_BUDGET_SECONDS = 12.0
+TRAINING_ID = app_commands.describe(
+    training_id="The training id the API returned when the training was created"
+)
+Interaction = discord.Interaction[TunewatchBot]
+
+
+class TrainingCog(commands.Cog):
+    """/training-status, -subscribe, -unsubscribe, -notify, -list."""
+
+    def __init__(self, bot: TunewatchBot) -> None:
+        self.bot = bot
+
+    async def cog_load(self) -> None:
+        """Start the engine with this cog's notifier."""
+        await self.bot.start_engine(DiscordNotifier(self.bot))
+
+    async def cog_unload(self) -> None:
+        """Stop the engine."""
+        await self.bot.stop_engine()
+
+    async def _fetch(
+        self, interaction: Interaction, raw_id: str, *, ephemeral: bool = False
+    ) -> tuple[str, str, TrainingStatus] | None:
+        """Validate the id, pick the key, ask the API; on any error, answer and return None."""
+        try:
+            training_id = validate_training_id(raw_id)
+            key_ref, key = await self.bot.keys.key_for_user(interaction.user.id)
+            status = await answer_soon(
+                interaction,
+                self.bot.sdapi.fine_tune_status(training_id, key, budget=API_BUDGET_SECONDS),
+                ephemeral=ephemeral,
+            )
+        except SdApiError as exc:
+            await reply_error(interaction, exc.user_message)
+            return None
+        except NoKeyAvailable as exc:
+            await reply_error(interaction, str(exc))
+            return None
+        return training_id, key_ref, status
+
+    @app_commands.command(
+        name="training-status", description="Show a training's state, steps, ETA and log"
+    )
+    @TRAINING_ID
+    async def training_status(self, interaction: Interaction, training_id: str) -> None:
+        """Answer with the training's current status."""
+        fetched = await self._fetch(interaction, training_id)
+        if fetched is None:
+            return
+        training_id, _, status = fetched
+        embed = render.status_embed(training_id, status, datetime.now(UTC))
+        await reply(interaction, embed=embed)
+
+    @app_commands.command(
+        name="training-subscribe",
+        description="Post a message in this channel as each step of a training completes",
+    )
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_channels=True)
+    @TRAINING_ID
+    async def training_subscribe(self, interaction: Interaction, training_id: str) -> None:
+        """Subscribe the channel the command is used in."""
+        perms = interaction.app_permissions
+        can_post = (
+            perms.view_channel
+            and perms.embed_links
+            and (
+                perms.send_messages_in_threads
+                if isinstance(interaction.channel, discord.Thread)
+                else perms.send_messages
+            )
+        )
+        if not can_post:
+            await reply_error(
+                interaction,
+                "tunewatch cannot post embeds in this channel: give it View Channel, Send "
+                "Messages and Embed Links here, then subscribe again.",
+            )
+            return
+        fetched = await self._fetch(interaction, training_id)
+        if fetched is None:
+            return
+        training_id, key_ref, status = fetched
+        embed = render.status_embed(training_id, status, datetime.now(UTC))
+        if status.terminal:
+            outcome = "is ready" if status.finished else "has failed"
+            await reply(
+                interaction,
+                f"Training `{training_id}` {outcome} already; there is nothing to follow.",
+                embed=embed,
+            )
+            return
+        await self.bot.tracker.ingest(training_id, key_ref, status)
+        try:
+            _, already = await self.bot.store.subscribe(
+                kind=SubscriptionKind.CHANNEL,
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                user_id=interaction.user.id,
+                training_id=training_id,
+                key_ref=key_ref,
+                limit=self.bot.settings.MAX_SUBSCRIPTIONS_PER_GUILD,
+                now=datetime.now(UTC).timestamp(),
+            )
+        except LimitReached as exc:
+            await reply_error(
+                interaction,
+                f"This server already follows {exc.limit} trainings, the most allowed; "
+                "unsubscribe from one first.",
+            )
+            return
+        self.bot.tracker.wake()
+        if already:
+            text = f"This channel already follows `{training_id}`; nothing changed."
+        else:
+            text = (
+                f"Subscribed this channel to `{training_id}`: a message will be posted here as "
+                "each step completes, and a last one when the model is ready or the training "
+                "fails. Current status:"
+            )
+        await reply(interaction, text, embed=embed)
+
+    @app_commands.command(
+        name="training-unsubscribe", description="Stop this channel's updates for a training"
+    )
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_channels=True)
+    @TRAINING_ID
+    async def training_unsubscribe(self, interaction: Interaction, training_id: str) -> None:
+        """Remove this channel's subscription."""
+        try:
+            training_id = validate_training_id(training_id)
+        except SdApiError as exc:
+            await reply_error(interaction, exc.user_message)
+            return
+        sub = await self.bot.store.find_subscription(
+            SubscriptionKind.CHANNEL,
+            training_id,
+            channel_id=interaction.channel_id,
+            user_id=interaction.user.id,
+        )
+        if sub is None:
+            await reply_error(interaction, f"This channel does not follow `{training_id}`.")
+            return
+        perms = interaction.permissions
+        if sub.user_id != interaction.user.id and not perms.manage_channels:
+            await reply_error(
+                interaction,
+                "Only the person who subscribed, or a member with Manage Channels, can remove "
+                "this subscription.",
+            )
+            return
+        await self.bot.store.remove_subscription(sub.id)
+        await reply(interaction, f"This channel no longer follows `{training_id}`.")
+
+    @app_commands.command(
+        name="training-notify", description="Get a DM when a training is ready, or if it fails"
+    )
+    @TRAINING_ID
+    async def training_notify(self, interaction: Interaction, training_id: str) -> None:
+        """Create a DM alert for the user."""
+        fetched = await self._fetch(interaction, training_id, ephemeral=True)
+        if fetched is None:
+            return
+        training_id, key_ref, status = fetched
+        if status.terminal:
+            outcome = "is ready" if status.finished else "has already failed"
+            embed = render.status_embed(training_id, status, datetime.now(UTC))
+            await reply(
+                interaction, f"Training `{training_id}` {outcome}.", embed=embed, ephemeral=True
+            )
+            return
+        await self.bot.tracker.ingest(training_id, key_ref, status)
+        try:
+            _, already = await self.bot.store.subscribe(
+                kind=SubscriptionKind.DM,
+                guild_id=interaction.guild_id,
+                channel_id=None,
+                user_id=interaction.user.id,
+                training_id=training_id,
+                key_ref=key_ref,
+                limit=self.bot.settings.MAX_DM_ALERTS_PER_USER,
+                now=datetime.now(UTC).timestamp(),
+            )
+        except LimitReached as exc:
+            await reply_error(
+                interaction,
+                f"You already have {exc.limit} DM alerts, the most allowed; wait for one to "
+                "finish first.",
+            )
+            return
+        self.bot.tracker.wake()
+        text = (
+            f"You already get a DM when `{training_id}` is ready or fails."
+            if already
+            else f"I will DM you when `{training_id}` is ready, or if it fails. Keep your DMs "
+            "open to this server's members so the message can reach you."
+        )
+        await reply(interaction, text, ephemeral=True)
+
+    @app_commands.command(
+        name="training-list", description="This server's subscriptions and your DM alerts"
+    )
+    async def training_list(self, interaction: Interaction) -> None:
+        """List subscriptions (this server) and the user's DM alerts, privately."""
+        store = self.bot.store
+        embed = discord.Embed(title="tunewatch subscriptions", colour=render.COLOUR_RUNNING)
+        if interaction.guild_id is not None:
+            subs = await store.guild_subscriptions(interaction.guild_id)
+            embed.add_field(
+                name=f"This server ({sum(s.status is SubscriptionStatus.ACTIVE for s in subs)} "
+                "active)",
+                value=_lines([render.subscription_line(s) for s in subs], "No subscriptions."),
+                inline=False,
+            )
+        alerts = await store.user_alerts(interaction.user.id)
+        embed.add_field(
+            name="Your DM alerts",
+            value=_lines([render.subscription_line(a) for a in alerts], "No DM alerts."),
+            inline=False,
+        )
+        await reply(interaction, embed=embed, ephemeral=True)
+
+
+def _lines(lines: list[str], empty: str) -> str:
+    """Lines that fit in one embed field, saying how many were left out."""
+    if not lines:
+        return empty
+    out: list[str] = []
+    size = 0
+    for i, line in enumerate(lines):
+        more = f"\n… and {len(lines) - i} more" if i < len(lines) else ""
+        if size + len(line) + 1 + len(more) > render.FIELD_VALUE_LIMIT - 30:
+            out.append(f"… and {len(lines) - i} more")
+            break
+        out.append(line)
+        size += len(line) + 1
+    return "\n".join(out)
+
+
+class DiscordNotifier:
+    """Sends deliveries to Discord and classifies what Discord answers."""
+
+    def __init__(self, bot: TunewatchBot) -> None:
+        self.bot = bot
+        self._dm_channels: dict[int, int] = {}
+
+    async def _target(self, delivery: Delivery) -> discord.abc.Messageable:
+        if delivery.kind is SubscriptionKind.CHANNEL:
+            assert delivery.channel_id is not None  # noqa: S101 - schema: channel rows have one
+            return self.bot.get_partial_messageable(delivery.channel_id)
+        channel_id = self._dm_channels.get(delivery.user_id)
+        if channel_id is None:
+            dm = await self.bot.create_dm(discord.Object(id=delivery.user_id))
+            channel_id = self._dm_channels[delivery.user_id] = dm.id
+        return self.bot.get_partial_messageable(channel_id, type=discord.ChannelType.private)
+
+    async def send(self, delivery: Delivery, nonce: str) -> int | None:
+        """Send one delivery; map Discord's answer to retry, pause, or give up."""
+        embed = render.delivery_embed(delivery)
+        try:
+            target = await self._target(delivery)
+            message = await target.send(
+                embed=embed, nonce=nonce, allowed_mentions=discord.AllowedMentions.none()
+            )
+        except discord.Forbidden as exc:
+            raise PermanentDeliveryError(_forbidden_reason(delivery, exc)) from None
+        except discord.NotFound as exc:
+            if exc.code == 10003:
+                raise PermanentDeliveryError("The channel was deleted.") from None
+            if exc.code == 10013:
+                raise PermanentDeliveryError("Discord does not know this user any more.") from None
+            raise PermanentDeliveryError(f"Discord answered 404 ({exc.text}).") from None
+        except discord.RateLimited as exc:
+            raise TransientDeliveryError("rate limited", retry_after=exc.retry_after) from None
+        except discord.HTTPException as exc:
+            if exc.status == 429 or exc.status >= 500:
+                raise TransientDeliveryError(f"Discord answered {exc.status}") from None
+            raise DeliveryError(f"Discord refused the message: {exc.status} {exc.text}") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientDeliveryError(f"network error: {type(exc).__name__}") from None
+        return message.id
+
+
+def _forbidden_reason(delivery: Delivery, exc: discord.Forbidden) -> str:
+    if exc.code == 50007:
+        return (
+            "Your DMs are closed to tunewatch: allow direct messages from this server's members, "
+            "then run /training-notify again."
+        )
+    if exc.code in (50001, 50013):
+        return (
+            f"tunewatch lost permission to post in <#{delivery.channel_id}> "
+            f"({'Missing Access' if exc.code == 50001 else 'Missing Permissions'}); fix the "
+            "channel's permissions, then subscribe again."
+        )
+    return f"Discord refused the message (403, code {exc.code})."
+
+
+async def setup(bot: TunewatchBot) -> None:
+    """Extension entry point."""
+    await bot.add_cog(TrainingCog(bot))
