@@ -95,6 +95,7 @@ class TunewatchBot(commands.Bot):
             timeout=settings.API_TIMEOUT_SECONDS,
             max_concurrency=settings.API_MAX_CONCURRENCY,
             max_concurrency_per_key=settings.API_MAX_CONCURRENCY_PER_KEY,
+            max_attempts=settings.API_MAX_ATTEMPTS,
         )
         self.keys = KeyRing(settings, self.store)
         self.tracker = Tracker(

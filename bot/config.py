@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     API_MAX_CONCURRENCY: Annotated[int, Field(ge=1)] = 16
     API_MAX_CONCURRENCY_PER_KEY: Annotated[int, Field(ge=1)] = 4
     API_TIMEOUT_SECONDS: Annotated[float, Field(gt=0)] = 15.0
+    API_MAX_ATTEMPTS: Annotated[int, Field(ge=1, le=10)] = 4
     MAX_BACKOFF_SECONDS: Annotated[float, Field(gt=0)] = 900.0
     NOT_FOUND_CONFIRMATIONS: Annotated[int, Field(ge=1)] = 3
     NOT_FOUND_WINDOW_SECONDS: Annotated[float, Field(ge=0)] = 300.0

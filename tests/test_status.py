@@ -108,6 +108,20 @@ def running(data: str, state: str = "training_started") -> bytes:
             id="creation-deploying-gpu",
         ),
         pytest.param(
+            body(status="processing", message="Waiting in queue", data=""),
+            TrainingStatus(
+                state=None,
+                raw_state="Waiting in queue",
+                finished=False,
+                failed=False,
+                steps=(),
+                eta_minutes=None,
+                unparsed=(),
+                log_lines=(),
+            ),
+            id="free-text-state-kept-raw",
+        ),
+        pytest.param(
             body(status="success", messege="Queued_On_Cluster", data=""),
             TrainingStatus(
                 state=None,
@@ -535,7 +549,7 @@ HTML_502 = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502</h1>
             302,
             body(status="success", messege="model_ready"),
             UnexpectedResponse,
-            "The Stable Diffusion API refused the request: model_ready.",
+            "The Stable Diffusion API sent a response tunewatch could not read.",
         ),
     ],
 )

@@ -169,9 +169,9 @@ def _parse_status(http_status: int, body: bytes) -> TrainingStatus:
         raise _api_error(http_status, obj, message, body)
     if state_text is not None and _STATE_TOKEN_RE.fullmatch(state_text.lower()):
         return _success(obj, state_text)
-    if status == "success" and state_text is not None:
-        # Free text where the state should be: an error in disguise, else an unknown state
-        # shown raw (the docs: treat an unknown state as "still running").
+    if status is not None and state_text is not None:
+        # A non-error status with free text where the state should be: an error in disguise,
+        # else an unknown state shown raw (the docs: treat an unknown state as "still running").
         error = _known_error(obj, message, detail=f"HTTP {http_status}: {_snippet(body)}")
         if error is not None:
             raise error
@@ -422,9 +422,12 @@ def _api_error(http_status: int, obj: dict[str, Any], message: str, body: bytes)
         return ApiUnavailable(
             f"{_API} failed to answer ({quoted}); tunewatch will ask again.", detail=detail
         )
-    if quoted:
+    status = obj.get("status")
+    # A body that says "success" under an odd HTTP status refused nothing: it is unreadable.
+    said_success = isinstance(status, str) and status.strip().lower() == "success"
+    if quoted and not said_success:
         return UnexpectedResponse(f"{_API} refused the request: {quoted}.", detail=detail)
-    if 200 <= http_status < 300:
+    if said_success or 200 <= http_status < 300:
         return UnexpectedResponse(_UNREADABLE, detail=detail)
     return UnexpectedResponse(f"{_API} refused the request (HTTP {http_status}).", detail=detail)
 

@@ -1,0 +1,134 @@
+"""End-to-end harness: the real bot (in this process, or as `python -m bot`) against the
+loopback fake Discord and the API simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import discord
+
+from bot.app import TunewatchBot
+from bot.config import Settings
+from bot.sdapi.simulator import DEFAULT_KEY, Simulator
+from tests.fakediscord import FakeDiscord, Message
+
+GUILD = 4242
+CHANNEL = 5001
+USER = 7001
+ADMIN_PERMISSIONS = 1 << 3  # Administrator
+MANAGE_CHANNELS = 1 << 4
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def settings_for(fake: FakeDiscord, sim: Simulator, db: Path, **overrides: Any) -> dict[str, str]:
+    """The environment a user would set, pointed at the fakes."""
+    env = {
+        "DISCORD_TOKEN": fake.token,
+        "SD_API_KEY": DEFAULT_KEY,
+        "SD_API_BASE_URL": sim.base_url,
+        "DATABASE_PATH": str(db),
+        "POLL_INTERVAL_SECONDS": "0.2",
+        "DISCORD_API_BASE": fake.api_base,
+        "DISCORD_GATEWAY_URL": fake.gateway_url,
+        "LOG_LEVEL": "INFO",
+        "API_TIMEOUT_SECONDS": "2",
+        "API_MAX_ATTEMPTS": "2",
+        "NOT_FOUND_WINDOW_SECONDS": "0",
+    }
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+@contextlib.asynccontextmanager
+async def running_bot(env: dict[str, str]) -> AsyncIterator[TunewatchBot]:
+    """The real TunewatchBot in this process; closed cleanly afterwards."""
+    settings = Settings(_env_file=None, **env)  # type: ignore[call-arg, arg-type]
+    saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    bot = TunewatchBot(settings, guild_ready_timeout=0.05)
+    task = asyncio.create_task(bot.start(env["DISCORD_TOKEN"]))
+    try:
+        ready = asyncio.create_task(bot.wait_until_ready())
+        done, _ = await asyncio.wait({ready, task}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()  # raises what start() raised
+        if ready not in done:
+            raise TimeoutError("bot did not become ready")
+        yield bot
+    finally:
+        await bot.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
+
+
+class BotProcess:
+    """`python -m bot` as an operator runs it, killable without a clean shutdown."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.proc: asyncio.subprocess.Process | None = None
+        self.output = bytearray()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SD_API"))}
+        env.update(self.env)
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            cwd=str(ROOT),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        while chunk := await self.proc.stdout.read(4096):
+            self.output.extend(chunk)
+
+    async def kill(self) -> None:
+        """SIGKILL: no clean shutdown, as a crash or an OOM kill."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+        if self._reader is not None:
+            await self._reader
+
+    @property
+    def log(self) -> str:
+        return self.output.decode(errors="replace")
+
+
+def step_messages(fake: FakeDiscord, channel_id: int) -> list[Message]:
+    """Messages the tracker posted (not interaction answers) in a channel."""
+    return [m for m in fake.messages_in(channel_id) if m.interaction_id is None]
+
+
+def titles(messages: list[Message]) -> list[str]:
+    """The embed titles of messages."""
+    return [m.embeds[0]["title"] if m.embeds else m.content for m in messages]
+
+
+__all__ = [
+    "ADMIN_PERMISSIONS",
+    "CHANNEL",
+    "GUILD",
+    "MANAGE_CHANNELS",
+    "USER",
+    "BotProcess",
+    "running_bot",
+    "settings_for",
+    "step_messages",
+    "titles",
+]
