@@ -131,4 +131,20 @@ __all__ = [
     "settings_for",
     "step_messages",
     "titles",
+    "wait_until",
 ]
+
+
+async def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    """Wait for a condition on state that offers no event (the store, the tracker's counters)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)

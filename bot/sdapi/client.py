@@ -33,6 +33,7 @@ from bot.sdapi.status import TrainingStatus, parse_status
 log = logging.getLogger(__name__)
 
 TRAINING_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_RETRY_AFTER = 86_400.0
 UNREACHABLE = "The Stable Diffusion API could not be reached; try again in a few minutes."
 
 
@@ -53,13 +54,15 @@ def _retry_after_header(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError):
+            return None
+    if seconds != seconds:  # NaN
         return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -172,13 +175,23 @@ class SdApiClient:
                 ) from None
         try:
             return parse_status(status, body)
-        except RateLimited as exc:
-            if retry_after is not None:
-                raise RateLimited(retry_after, detail=exc.detail) from None
-            raise
-        except TrainingNotFound as exc:
-            raise TrainingNotFound(
+        except SdApiError as exc:
+            # Error details quote the body; never let an echoed key reach a log line.
+            if key and key in exc.detail:
+                exc.detail = exc.detail.replace(key, "[key]")
+            if key and key in exc.user_message:
+                exc.user_message = exc.user_message.replace(key, "[key]")
+            raise self._refine(exc, training_id, retry_after) from None
+
+    @staticmethod
+    def _refine(exc: SdApiError, training_id: str, retry_after: float | None) -> SdApiError:
+        """Add what only the client knows: the Retry-After header, the training id."""
+        if isinstance(exc, RateLimited) and retry_after is not None:
+            return RateLimited(retry_after, detail=exc.detail)
+        if isinstance(exc, TrainingNotFound):
+            return TrainingNotFound(
                 f"The Stable Diffusion API does not know training `{training_id}`; check the id "
                 "and that the training was created with this API key.",
                 detail=exc.detail,
-            ) from None
+            )
+        return exc

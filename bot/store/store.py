@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -114,6 +115,15 @@ class Store:
     async def close(self) -> None:
         """Close the connection."""
         await self._db.close()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        """The connection, for reads by repositories in this package."""
+        return self._db
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT), serialised with every other."""
+        return self._transaction()
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -190,5 +190,6 @@ class Deliverer:
 
     async def _flush_now(self) -> None:
         if self._flusher is not None:
-            await self._flusher
+            # Shielded: cancelling the loop must not lose marks of messages already sent.
+            await asyncio.shield(self._flusher)
         await self._flush_marks()

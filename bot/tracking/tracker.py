@@ -98,6 +98,7 @@ class Tracker:
             lambda ref: "No API key is available to poll this training."
         )
         self._late_after = max(2 * interval, interval + 30.0)
+        self._started_at = clock()
         self._wake = asyncio.Event()
         self._queue: asyncio.Queue[Training] = asyncio.Queue()
         self._results: asyncio.Queue[TrainingUpdate] = asyncio.Queue()
@@ -197,6 +198,7 @@ class Tracker:
                 )
                 continue
             self.polls_done += len(batch)
+            self._wake.set()  # the next due time moved: let the scheduler look again
             if created:
                 self._on_outbox()
 
@@ -241,8 +243,11 @@ class Tracker:
         status: TrainingStatus,
         now: float,
     ) -> TrainingUpdate:
+        # Steps first seen after a gap (the bot was down, or the API was) are marked late.
         last_ok = training.last_ok_at if training else None
-        late = last_ok is not None and now - last_ok > self._late_after
+        late = last_ok is not None and (
+            last_ok < self._started_at or now - last_ok > self._late_after
+        )
         return TrainingUpdate(
             training_id=training_id,
             key_ref=key_ref,
