@@ -158,11 +158,11 @@ class Interaction:
             return min(firsts, key=lambda e: e[0])[1] if firsts else None
         return first.get("data") or {}
 
-    async def wait_response(self, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109
+    async def wait_response(self, timeout: float = 10.0) -> dict[str, Any]:
         await self._fake.wait_for(lambda _: bool(self.responses), timeout, f"callback for {self}")
         return self.responses[0]
 
-    async def wait_final(self, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109
+    async def wait_final(self, timeout: float = 10.0) -> dict[str, Any]:
         await self._fake.wait_for(lambda _: self._final() is not None, timeout, f"final {self}")
         final = self._final()
         assert final is not None
@@ -480,7 +480,7 @@ class FakeDiscord:
     async def wait_for(
         self,
         predicate: Callable[[FakeDiscord], bool],
-        timeout: float = 10.0,  # noqa: ASYNC109
+        timeout: float = 10.0,
         what: str | None = None,
     ) -> None:
         try:
@@ -498,7 +498,7 @@ class FakeDiscord:
                 f"{len(self._sessions)} gateway sessions. Last requests:\n{recent}"
             ) from None
 
-    async def wait_ready(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def wait_ready(self, timeout: float = 10.0) -> None:
         await self.wait_for(lambda f: any(s.ready for s in f._sessions), timeout, "bot READY")
 
     # ------------------------------------------------------------------ fault injection
