@@ -1,0 +1,103 @@
+"""`python -m bot` killed hard mid-delivery and while steps complete, then restarted on the same
+database: every step exactly once per channel, none missing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from bot.sdapi.simulator import Simulator
+from tests.fakediscord import FakeDiscord
+from tests.harness import (
+    CHANNEL,
+    GUILD,
+    MANAGE_CHANNELS,
+    USER,
+    BotProcess,
+    settings_for,
+    step_messages,
+    titles,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+EXPECTED = [
+    "Restart001 · Step 2: Training Done",
+    "Restart001 · Step 3: Model Compressing",
+    "Restart001 · Step 4: Model Uploading",
+    "Restart001 · Step 5: Model Uploaded",
+    "Restart001 · Step 6: Deploying Model",
+    "Restart001 · Model ready",
+]
+
+
+async def test_kill_mid_delivery_and_restart(
+    fake: FakeDiscord, sim: Simulator, db_path: Path
+) -> None:
+    channels = [CHANNEL, CHANNEL + 1, CHANNEL + 2]
+    for channel in channels[1:]:
+        fake.add_channel(GUILD, channel, f"room-{channel}")
+    training = sim.add_training("Restart001", stage=1)
+    env = settings_for(fake, sim, db_path)
+
+    first = BotProcess(env)
+    await first.start()
+    try:
+        await fake.wait_for(lambda f: f.identify_count == 1, timeout=30, what="first READY")
+        for channel in channels:
+            interaction = await fake.invoke(
+                "training-subscribe",
+                {"training_id": "Restart001"},
+                guild_id=GUILD,
+                channel_id=channel,
+                user_id=USER,
+                permissions=MANAGE_CHANNELS,
+            )
+            assert "Subscribed" in (await interaction.wait_final(timeout=20))["content"]
+
+        # Discord receives step 2 for the first channel, but the bot dies before it hears back
+        # and before it can write the "sent" mark.
+        hold = fake.hold(rf"^/channels/{CHANNEL}/messages$")
+        training.advance()
+        await asyncio.wait_for(hold.arrived.wait(), timeout=20)
+        await fake.wait_for(
+            lambda f: all(len(step_messages(f, c)) == 1 for c in channels[1:]), timeout=20
+        )
+    finally:
+        await first.kill()
+    hold.release()
+    await fake.wait_for(lambda f: len(step_messages(f, CHANNEL)) == 1)
+
+    # Steps 3 and 4 complete while no bot is running.
+    training.advance(2)
+
+    second = BotProcess(env)
+    await second.start()
+    try:
+        await fake.wait_for(lambda f: f.identify_count == 2, timeout=30, what="second READY")
+        await fake.wait_for(
+            lambda f: all(len(step_messages(f, c)) == 3 for c in channels), timeout=30
+        )
+        training.advance(3)
+        await fake.wait_for(
+            lambda f: all(len(step_messages(f, c)) == 6 for c in channels), timeout=30
+        )
+    finally:
+        await second.kill()
+
+    for channel in channels:
+        messages = step_messages(fake, channel)
+        assert titles(messages) == EXPECTED, channel
+        # Steps that completed while the bot was down are marked late; the others are not.
+        late = [bool(m.embeds[0].get("footer")) for m in messages]
+        assert late == [False, True, True, False, False, False], (channel, late)
+
+    # The resend after the crash carried the same nonce, and Discord deduplicated it.
+    posts = [r for r in fake.requests if r.path == f"/channels/{CHANNEL}/messages"]
+    step_two_nonce = step_messages(fake, CHANNEL)[0].nonce
+    assert sum(1 for r in posts if r.json["nonce"] == step_two_nonce) == 2
+    # Command definitions did not change, so the restart did not sync them again.
+    assert len(fake.command_syncs) == 1
+    assert "Traceback" not in first.log + second.log
