@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 TRAINING_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_RETRY_AFTER = 86_400.0
+# A training id no one has: asking for it tells whether the API accepts a key.
+KEY_CHECK_TRAINING_ID = "tunewatch-key-check"
 UNREACHABLE = "The Stable Diffusion API could not be reached; try again in a few minutes."
 
 
@@ -125,6 +127,9 @@ class SdApiClient:
         interaction cannot wait minutes); ``retries=False`` makes a single attempt.
         """
         training_id = validate_training_id(training_id)
+        if not retries and budget is None:
+            # The tracker's path, thousands of times a cycle: one attempt needs no retry machinery.
+            return await self._attempt(training_id, key, None)
         deadline = None if budget is None else time.monotonic() + budget
         stop: stop_base = stop_after_attempt(self._max_attempts if retries else 1)
         if budget is not None:
@@ -141,6 +146,17 @@ class SdApiClient:
                 return await self._attempt(training_id, key, deadline)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def check_key(self, key: str, *, budget: float) -> None:
+        """Return when the API accepts ``key``; raise InvalidApiKey (with its reason) if not.
+
+        Asks for a training id nobody has: "not found" means the key itself was accepted.
+        Transient errors that outlast ``budget`` propagate as they are.
+        """
+        try:
+            await self.fine_tune_status(KEY_CHECK_TRAINING_ID, key, budget=budget)
+        except TrainingNotFound:
+            return
+
     @staticmethod
     def _log_retry(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -154,7 +170,8 @@ class SdApiClient:
             if timeout <= 0:
                 raise ApiUnavailable(UNREACHABLE, detail="no time left for the request")
         url = self.status_url(training_id)
-        async with self._overall, self._key_semaphore(key):
+        # Per key first: a request waiting for its busy key must not hold a global slot.
+        async with self._key_semaphore(key), self._overall:
             try:
                 async with self._session.post(
                     url,
