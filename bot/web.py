@@ -1,0 +1,138 @@
+"""The optional HTTP server: API webhooks (a nudge to poll now), health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from bot import metrics
+from bot.sdapi.client import validate_training_id
+from bot.sdapi.errors import SdApiError
+from bot.sdapi.status import parse_webhook
+from bot.store import Store
+from bot.tracking.tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+MAX_WEBHOOK_BODY = 64 * 1024
+# A training nudged this recently is not polled again for a repeated webhook.
+POKE_DEBOUNCE_SECONDS = 2.0
+# The scheduler wakes at least every few seconds; a tick older than this means it is stuck.
+TICK_MAX_AGE_SECONDS = 60.0
+
+
+@dataclass
+class OpsDeps:
+    """What the endpoints look at; plain callables so the server can be tested without a bot."""
+
+    store: Store
+    tracker: Tracker
+    gateway_connected: Callable[[], bool]
+    webhook_secret: str | None
+
+
+class OpsServer:
+    """aiohttp.web on the bot's own event loop."""
+
+    def __init__(self, deps: OpsDeps, *, clock: Callable[[], float] = time.time) -> None:
+        self._deps = deps
+        self._clock = clock
+        self._runner: web.AppRunner | None = None
+        self._pokes: dict[str, float] = {}
+        self.port: int | None = None
+
+    def make_app(self) -> web.Application:
+        """The routes."""
+        app = web.Application(client_max_size=MAX_WEBHOOK_BODY)
+        app.router.add_post("/webhooks/sdapi/{secret}", self._webhook)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on host:port (port 0 picks a free one)."""
+        self._runner = web.AppRunner(self.make_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        log.info("HTTP server listening on %s:%s", host, self.port)
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def _webhook(self, request: web.Request) -> web.Response:
+        secret = self._deps.webhook_secret
+        given = request.match_info["secret"]
+        if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+            # Same answer as an unknown path: the secret is what makes the URL exist.
+            raise web.HTTPNotFound
+        if request.content_length is not None and request.content_length > MAX_WEBHOOK_BODY:
+            return _json({"error": "body too large"}, 413)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _json({"error": "body too large"}, 413)
+        try:
+            training_id, _state = parse_webhook(body, request.content_type)
+            training_id = validate_training_id(training_id)
+        except SdApiError as exc:
+            return _json({"error": exc.user_message}, 400)
+        # The body is never trusted as a status: it only makes the tracker poll now.
+        now = self._clock()
+        last = self._pokes.get(training_id)
+        if last is not None and now - last < POKE_DEBOUNCE_SECONDS:
+            return _json({"ok": True, "training_id": training_id, "duplicate": True}, 202)
+        if len(self._pokes) > 10_000:
+            self._pokes = {k: v for k, v in self._pokes.items() if now - v < 60}
+        self._pokes[training_id] = now
+        followed = await self._deps.tracker.poll_soon(training_id)
+        log.info("webhook for %s (followed: %s)", training_id, followed)
+        return _json({"ok": True, "training_id": training_id, "followed": followed}, 202)
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        problems: list[str] = []
+        if not self._deps.gateway_connected():
+            problems.append("gateway not connected")
+        try:
+            if not await asyncio.wait_for(self._deps.store.ping(), 2.0):
+                problems.append("database not answering")
+        except Exception as exc:  # any failure to answer is the finding itself
+            problems.append(f"database error: {type(exc).__name__}")
+        tick = self._deps.tracker.last_tick
+        age = None if tick is None else round(self._clock() - tick, 3)
+        if age is None or age > TICK_MAX_AGE_SECONDS:
+            problems.append("tracker has not ticked recently")
+        body = {"ok": not problems, "problems": problems, "tracker_tick_age_seconds": age}
+        return _json(body, 503 if problems else 200)
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        store = self._deps.store
+        metrics.ACTIVE_TRAININGS.set(await store.count_active_trainings())
+        for label, count in (await store.count_subscriptions()).items():
+            kind, status = label.split(":", 1)
+            metrics.SUBSCRIPTIONS.labels(kind, status).set(count)
+        tick = self._deps.tracker.last_tick
+        if tick is not None:
+            metrics.LAST_TICK_AGE.set(self._clock() - tick)
+        return web.Response(
+            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+
+def _json(body: dict[str, object], status: int) -> web.Response:
+    return web.json_response(body, status=status)
