@@ -21,10 +21,11 @@ from bot.sdapi.client import SdApiClient
 from bot.store import Store
 from bot.tracking.delivery import Deliverer, Notifier
 from bot.tracking.tracker import Tracker
+from bot.web import OpsDeps, OpsServer
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.training",)
+EXTENSIONS = ("cogs.training", "cogs.keys", "cogs.ops")
 
 
 def point_discord_at(settings: Settings) -> None:
@@ -80,6 +81,7 @@ class TunewatchBot(commands.Bot):
         self.settings = settings
         self.session: aiohttp.ClientSession | None = None
         self.deliverer = None
+        self.ops_server: OpsServer | None = None
         self.started_at = time.time()
 
     async def setup_hook(self) -> None:
@@ -114,6 +116,21 @@ class TunewatchBot(commands.Bot):
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands()
+        if settings.HTTP_PORT is not None:
+            secret = settings.WEBHOOK_SECRET
+            self.ops_server = OpsServer(
+                OpsDeps(
+                    store=self.store,
+                    tracker=self.tracker,
+                    gateway_connected=self.gateway_connected,
+                    webhook_secret=None if secret is None else secret.get_secret_value(),
+                )
+            )
+            await self.ops_server.start(settings.HTTP_HOST, settings.HTTP_PORT)
+
+    def gateway_connected(self) -> bool:
+        """True while the gateway session is up."""
+        return self.is_ready() and not self.is_closed() and self.ws is not None and self.ws.open
 
     def _outbox_written(self) -> None:
         if self.deliverer is not None:
@@ -132,7 +149,8 @@ class TunewatchBot(commands.Bot):
 
     async def stop_engine(self) -> None:
         """Stop polling and delivering."""
-        await self.tracker.stop()
+        if hasattr(self, "tracker"):  # close() may come before setup_hook built it
+            await self.tracker.stop()
         if self.deliverer is not None:
             await self.deliverer.stop()
             self.deliverer = None
@@ -166,6 +184,8 @@ class TunewatchBot(commands.Bot):
     async def close(self) -> None:
         """Stop the engine, then discord.py, then release the session and the database."""
         try:
+            if self.ops_server is not None:
+                await self.ops_server.stop()
             await self.stop_engine()
         finally:
             await super().close()

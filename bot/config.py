@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -64,6 +65,26 @@ class Settings(BaseSettings):
         if level not in logging.getLevelNamesMapping():
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @field_validator("TUNEWATCH_SECRET")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        # Fail at start, not at the first /training-key set. The check is Fernet's own
+        # (32 url-safe base64 bytes), done here with the stdlib; bot/secrets.py builds the cipher.
+        if value is None:
+            return None
+        for entry in value.get_secret_value().split(","):
+            try:
+                ok = len(base64.urlsafe_b64decode(entry.strip().encode())) == 32
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(
+                    "must be a Fernet key, or several separated by commas (newest first); "
+                    'generate one with: python -c "from cryptography.fernet import Fernet; '
+                    'print(Fernet.generate_key().decode())"'
+                )
+        return value
 
     @field_validator("SD_API_BASE_URL", "DISCORD_API_BASE", "PUBLIC_URL")
     @classmethod

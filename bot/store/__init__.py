@@ -13,6 +13,7 @@ from bot.store.models import (
     TrainingUpdate,
 )
 from bot.store.store import LimitReached, Store
+from bot.store.user_keys import StoredKey, UserKeys
 
 __all__ = [
     "DEFAULT_KEY_REF",
@@ -22,9 +23,11 @@ __all__ = [
     "EventKind",
     "LimitReached",
     "Store",
+    "StoredKey",
     "Subscription",
     "SubscriptionKind",
     "SubscriptionStatus",
     "Training",
     "TrainingUpdate",
+    "UserKeys",
 ]

@@ -1,0 +1,181 @@
+"""Settings and the command line as an operator meets them: `python -m bot ...`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from bot.config import Settings, load_settings
+from bot.sdapi.simulator import DEFAULT_KEY, Simulator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    names = set(Settings.model_fields)
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=cwd,
+        env=clean_env(PYTHONPATH=str(ROOT), **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_env_example_documents_every_setting_with_its_default() -> None:
+    text = (ROOT / ".env.example").read_text()
+    documented = dict(re.findall(r"^([A-Z_]+)=(.*)$", text, flags=re.MULTILINE))
+    assert set(documented) == set(Settings.model_fields)
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    for name, value in documented.items():
+        default = getattr(defaults, name)
+        if default is None:
+            assert value == "", name
+        else:
+            parsed = Settings(_env_file=None, **{name: value})  # type: ignore[call-arg, arg-type]
+            assert getattr(parsed, name) == default, name
+
+
+def test_env_example_parses_as_is(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text((ROOT / ".env.example").read_text())
+    settings = load_settings(env_file=str(env_file))
+    assert settings.DISCORD_TOKEN is None
+    assert settings.POLL_INTERVAL_SECONDS == 60
+
+
+def test_missing_token_says_what_to_set(tmp_path: Path) -> None:
+    result = run_cli(cwd=tmp_path)
+    assert result.returncode == 2
+    assert "DISCORD_TOKEN is not set" in result.stderr
+    assert ".env.example" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_setting_is_one_clear_message(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DISCORD_TOKEN=x\nPOLL_INTERVAL_SECONDS=soon\n")
+    result = run_cli(cwd=tmp_path, LOG_LEVEL="LOUD")
+    assert result.returncode == 2
+    assert "POLL_INTERVAL_SECONDS" in result.stderr
+    assert "LOG_LEVEL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_token_from_dotenv_is_read(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("DISCORD_TOKEN=abc.def\nDISCORD_GUILD_ID=\n")
+    settings = load_settings(require_token=True, env_file=str(env_file))
+    assert settings.DISCORD_TOKEN is not None
+    assert settings.DISCORD_TOKEN.get_secret_value() == "abc.def"
+    assert settings.DISCORD_GUILD_ID is None
+    assert "abc.def" not in repr(settings)
+
+
+def test_wrong_token_is_a_clear_message(tmp_path: Path) -> None:
+    async def scenario() -> subprocess.CompletedProcess[str]:
+        from tests.fakediscord import FakeDiscord
+
+        fake = FakeDiscord()
+        await fake.start()
+        try:
+            return await asyncio.to_thread(
+                run_cli,
+                cwd=tmp_path,
+                DISCORD_TOKEN="wrong-token",
+                DISCORD_API_BASE=fake.api_base,
+                DISCORD_GATEWAY_URL=fake.gateway_url,
+                DATABASE_PATH=str(tmp_path / "t.db"),
+            )
+        finally:
+            await fake.stop()
+
+    result = asyncio.run(scenario())
+    assert result.returncode == 2
+    assert "Discord refused DISCORD_TOKEN" in result.stderr
+    assert "wrong-token" not in result.stderr
+
+
+async def test_status_subcommand_prints_the_status(tmp_path: Path) -> None:
+    async with Simulator() as sim:
+        sim.add_training("CliStatus1", stage=3)
+        result = await asyncio.to_thread(
+            run_cli,
+            "status",
+            "CliStatus1",
+            cwd=tmp_path,
+            SD_API_KEY=DEFAULT_KEY,
+            SD_API_BASE_URL=sim.base_url,
+        )
+        missing = await asyncio.to_thread(
+            run_cli,
+            "status",
+            "NotThere01",
+            cwd=tmp_path,
+            SD_API_KEY=DEFAULT_KEY,
+            SD_API_BASE_URL=sim.base_url,
+        )
+    assert result.returncode == 0, result.stderr
+    assert "Training CliStatus1" in result.stdout
+    assert "Compressing the model (trained_model_compressing)" in result.stdout
+    assert "3/6 steps" in result.stdout
+    assert "Step:3 Model Compressing" in result.stdout
+    assert missing.returncode == 1
+    assert "does not know training `NotThere01`" in missing.stderr
+    assert DEFAULT_KEY not in result.stdout + result.stderr + missing.stdout + missing.stderr
+
+
+def test_status_without_key(tmp_path: Path) -> None:
+    result = run_cli("status", "Abc", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "SD_API_KEY is not set" in result.stderr
+
+
+async def test_simulate_subcommand_serves_demo_trainings(tmp_path: Path) -> None:
+    import socket
+
+    import aiohttp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "simulate",
+        "--port",
+        str(port),
+        cwd=tmp_path,
+        env=clean_env(PYTHONPATH=str(ROOT)),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        line = b""
+        while b"simulated Stable Diffusion API" not in line:
+            line = await asyncio.wait_for(proc.stderr.readline(), timeout=30)
+            assert line, "simulator exited"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{port}/api/v3/fine_tune_status/DemoReady01",
+                json={"key": DEFAULT_KEY},
+            ) as response,
+        ):
+            body = await response.json(content_type=None)
+        assert body["messege"] == "model_ready"
+    finally:
+        proc.terminate()
+        await proc.wait()
