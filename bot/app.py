@@ -111,7 +111,6 @@ class TunewatchBot(commands.Bot):
             workers=settings.API_MAX_CONCURRENCY,
             lease=settings.API_TIMEOUT_SECONDS * 2 + 30,
             on_outbox=self._outbox_written,
-            missing_key_reason=self.keys.missing_reason,
         )
         for extension in EXTENSIONS:
             await self.load_extension(extension)

@@ -11,6 +11,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import quote
 
 import aiohttp
+import yarl
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -36,6 +37,9 @@ TRAINING_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_RETRY_AFTER = 86_400.0
 # A training id no one has: asking for it tells whether the API accepts a key.
 KEY_CHECK_TRAINING_ID = "tunewatch-key-check"
+# Parsed answers kept by body: at most this many, of at most this size each (a few MB at most).
+PARSE_MEMO_ENTRIES = 1024
+PARSE_MEMO_MAX_BODY = 4096
 UNREACHABLE = "The Stable Diffusion API could not be reached; try again in a few minutes."
 
 
@@ -94,6 +98,10 @@ class SdApiClient:
         self._per_key: dict[str, asyncio.Semaphore] = {}
         self._max_attempts = max_attempts
         self._backoff = wait_random_exponential(multiplier=backoff_initial, max=backoff_max)
+        # Status bodies repeat a lot (a training's answer rarely changes between two polls, and
+        # trainings at the same stage answer the same text): parse each distinct body once.
+        # parse_status is a pure function of (status, body) and TrainingStatus is immutable.
+        self._parsed: dict[tuple[int, bytes], TrainingStatus] = {}
 
     def status_url(self, training_id: str) -> str:
         """The status URL of a (validated) training id."""
@@ -169,7 +177,9 @@ class SdApiClient:
             timeout = min(timeout, deadline - time.monotonic())
             if timeout <= 0:
                 raise ApiUnavailable(UNREACHABLE, detail="no time left for the request")
-        url = self.status_url(training_id)
+        # The id is validated (only [A-Za-z0-9_-]), so the URL is already encoded: tell yarl, and
+        # skip its re-encoding on every poll.
+        url = yarl.URL(f"{self._base_url}/fine_tune_status/{training_id}", encoded=True)
         # Per key first: a request waiting for its busy key must not hold a global slot.
         async with self._key_semaphore(key), self._overall:
             try:
@@ -190,8 +200,12 @@ class SdApiClient:
                 raise ApiUnavailable(
                     UNREACHABLE, detail=f"{type(exc).__name__} for {training_id}"
                 ) from None
+        memo_key = (status, body)
+        parsed = self._parsed.get(memo_key)
+        if parsed is not None:
+            return parsed
         try:
-            return parse_status(status, body)
+            parsed = parse_status(status, body)
         except SdApiError as exc:
             # Error details quote the body; never let an echoed key reach a log line.
             if key and key in exc.detail:
@@ -199,6 +213,11 @@ class SdApiClient:
             if key and key in exc.user_message:
                 exc.user_message = exc.user_message.replace(key, "[key]")
             raise self._refine(exc, training_id, retry_after) from None
+        if len(body) <= PARSE_MEMO_MAX_BODY:
+            if len(self._parsed) >= PARSE_MEMO_ENTRIES:
+                self._parsed.clear()
+            self._parsed[memo_key] = parsed
+        return parsed
 
     @staticmethod
     def _refine(exc: SdApiError, training_id: str, retry_after: float | None) -> SdApiError:

@@ -188,6 +188,7 @@ class Simulator:
         advance_every: float | None = None,
         retry_after: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        record: bool = True,
     ) -> None:
         if advance_every is not None and advance_every <= 0:
             raise ValueError("advance_every must be positive")
@@ -196,6 +197,10 @@ class Simulator:
         self.retry_after = retry_after
         self.trainings: dict[str, SimTraining] = {}
         self.requests: list[RequestRecord] = []
+        # Long benchmark runs turn the per-request record off; counts and times are still kept.
+        self.record = record
+        self.first_request_at: float | None = None
+        self.last_request_at: float | None = None
         self.base_url: str | None = None
         self._clock = clock
         self._clocked: dict[str, _Clocked] = {}
@@ -218,8 +223,13 @@ class Simulator:
         fail_at: int | None = None,
         failure_reason: str = "CUDA out of memory",
         stage: int = 0,
+        added_at: float | None = None,
     ) -> SimTraining:
-        """Script a training; its key becomes a valid key of the simulator."""
+        """Script a training; its key becomes a valid key of the simulator.
+
+        ``added_at`` (on the simulator's clock, default now) is when timed advances start
+        counting: benchmarks stagger trainings so their steps do not all appear at once.
+        """
         training = SimTraining(
             training_id,
             key=key,
@@ -230,7 +240,7 @@ class Simulator:
         )
         self.keys.add(key)
         self.trainings[training_id] = training
-        self._clocked[training_id] = _Clocked(self._clock())
+        self._clocked[training_id] = _Clocked(self._clock() if added_at is None else added_at)
         return training
 
     def inject(
@@ -407,7 +417,12 @@ class Simulator:
         return web.Response(status=200, body=b"not json{", content_type=_JSON)
 
     async def _record(self, training_id: str, key: str | None, status: int) -> None:
-        self.requests.append(RequestRecord(training_id, key, status, self._clock()))
+        now = self._clock()
+        if self.record:
+            self.requests.append(RequestRecord(training_id, key, status, now))
+        if self.first_request_at is None:
+            self.first_request_at = now
+        self.last_request_at = now
         self._counts[training_id] += 1
         self._total += 1
         # Taking the condition's lock costs; only pay it when someone waits.

@@ -43,6 +43,10 @@ _NEEDS_POLL = (
 )
 
 
+# Bound parameters per statement (SQLite's limit is far higher; this keeps statements small).
+_MAX_PARAMS = 500
+
+
 class LimitReached(Exception):
     """A per-guild or per-user subscription limit would be exceeded."""
 
@@ -223,21 +227,30 @@ class Store:
 
     async def next_poll_at(self) -> float | None:
         """When the next poll is due, or None when nothing needs polling."""
-        rows = await self._db.execute_fetchall(
-            f"SELECT MIN(t.next_poll_at) FROM trainings t WHERE {_NEEDS_POLL}"
+        # ORDER BY ... LIMIT 1 walks the trainings_due index; MIN() with this WHERE would not.
+        rows = list(
+            await self._db.execute_fetchall(
+                f"SELECT t.next_poll_at FROM trainings t WHERE {_NEEDS_POLL} "
+                "ORDER BY t.next_poll_at LIMIT 1"
+            )
         )
-        value = next(iter(rows))[0]
-        return None if value is None else float(value)
+        return float(rows[0][0]) if rows else None
 
     async def poll_now(self, training_id: str, now: float) -> int:
-        """Make every unfinished row of this training due now; returns how many."""
+        """Make this training due now where someone follows it; returns how many rows are
+        followed (one per key that polls it)."""
         async with self._transaction() as db:
-            cur = await db.execute(
-                "UPDATE trainings SET next_poll_at = ? WHERE training_id = ? AND terminal IS NULL "
-                "AND next_poll_at > ?",
-                (now, training_id, now),
+            rows = await db.execute_fetchall(
+                f"SELECT t.key_ref FROM trainings t WHERE t.training_id = ? AND {_NEEDS_POLL}",
+                (training_id,),
             )
-            return cur.rowcount
+            key_refs = [r[0] for r in rows]
+            await db.executemany(
+                "UPDATE trainings SET next_poll_at = ? WHERE training_id = ? AND key_ref = ? "
+                "AND next_poll_at > ?",
+                [(now, training_id, key_ref, now) for key_ref in key_refs],
+            )
+        return len(key_refs)
 
     async def count_active_trainings(self) -> int:
         """Trainings currently polled."""
@@ -249,42 +262,53 @@ class Store:
     async def apply_updates(self, updates: Sequence[TrainingUpdate], now: float) -> int:
         """Record polls: training rows, new events and their deliveries in ONE transaction.
 
-        Returns the number of deliveries created.
+        The batch costs a handful of statements whatever its size (one lookup, one insert of
+        events, one update of trainings, one insert of deliveries, each over every update):
+        at thousands of polls a second, a round trip to the database thread per poll and per
+        statement was most of the engine's cost. Returns the number of deliveries created.
         """
         created = 0
         async with self._transaction() as db:
-            for update in updates:
-                created += await self._apply_update(db, update, now)
+            for chunk in _unique_chunks(updates):
+                created += await self._apply_chunk(db, chunk, now)
         return created
 
-    async def _apply_update(
-        self, db: aiosqlite.Connection, update: TrainingUpdate, now: float
+    async def _apply_chunk(
+        self, db: aiosqlite.Connection, updates: Sequence[TrainingUpdate], now: float
     ) -> int:
-        key = (update.training_id, update.key_ref)
-        async with db.execute(
-            "SELECT last_seq, terminal FROM trainings WHERE training_id = ? AND key_ref = ?", key
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            await db.execute(
+        """Apply updates of distinct trainings (their statements do not interact)."""
+        known: dict[tuple[str, str], tuple[int, str | None]] = {}
+        ids = sorted({u.training_id for u in updates})
+        for i in range(0, len(ids), _MAX_PARAMS):
+            part = ids[i : i + _MAX_PARAMS]
+            rows = await db.execute_fetchall(
+                "SELECT training_id, key_ref, last_seq, terminal FROM trainings "
+                f"WHERE training_id IN ({', '.join('?' * len(part))})",
+                part,
+            )
+            for r in rows:
+                known[(r[0], r[1])] = (int(r[2]), r[3])
+        missing = [u for u in updates if (u.training_id, u.key_ref) not in known]
+        if missing:
+            await db.executemany(
                 "INSERT INTO trainings (training_id, key_ref, next_poll_at, created_at) "
                 "VALUES (?, ?, ?, ?)",
-                (*key, update.next_poll_at, now),
+                [(u.training_id, u.key_ref, u.next_poll_at, now) for u in missing],
             )
-            last_seq, terminal = -1, None
-        else:
-            last_seq, terminal = int(row[0]), row[1]
-        if terminal is not None:
-            # Nothing is recorded after the terminal event.
-            return 0
-        events = [e for e in update.events if e.seq > last_seq]
-        new_terminal = next((e for e in events if e.kind.terminal), None)
-        if events:
-            await db.executemany(
-                "INSERT OR IGNORE INTO events (training_id, key_ref, seq, kind, number, label, "
-                "steps_to_go, eta_minutes, raw, detail, late, observed_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
+        event_rows: list[tuple[Any, ...]] = []
+        ok_rows: list[tuple[Any, ...]] = []
+        failed_rows: list[tuple[Any, ...]] = []
+        delivery_rows: list[tuple[Any, ...]] = []
+        for update in updates:
+            key = (update.training_id, update.key_ref)
+            last_seq, terminal = known.get(key, (-1, None))
+            if terminal is not None:
+                # Nothing is recorded after the terminal event.
+                continue
+            events = [e for e in update.events if e.seq > last_seq]
+            new_terminal = next((e for e in events if e.kind.terminal), None)
+            if events:
+                event_rows.extend(
                     (
                         *key,
                         e.seq,
@@ -299,52 +323,69 @@ class Store:
                         now,
                     )
                     for e in events
-                ],
+                )
+                step_seqs = [e.seq for e in events if not e.kind.terminal]
+                if step_seqs:
+                    last_seq = max(last_seq, *step_seqs)
+                delivery_rows.append((now, now, *key, min(e.seq for e in events)))
+            terminal_kind = new_terminal.kind.value if new_terminal else None
+            terminal_detail = new_terminal.detail if new_terminal else None
+            finished_at = now if new_terminal else None
+            if update.ok:
+                ok_rows.append(
+                    (
+                        update.state,
+                        last_seq,
+                        update.eta_minutes,
+                        update.total_steps,
+                        terminal_kind,
+                        terminal_detail,
+                        update.next_poll_at,
+                        now,
+                        finished_at,
+                        *key,
+                    )
+                )
+            else:
+                failed_rows.append(
+                    (
+                        update.next_poll_at,
+                        update.consecutive_errors,
+                        update.last_error,
+                        update.not_found_count,
+                        update.first_not_found_at,
+                        terminal_kind,
+                        terminal_detail,
+                        finished_at,
+                        *key,
+                    )
+                )
+        if event_rows:
+            await db.executemany(
+                "INSERT OR IGNORE INTO events (training_id, key_ref, seq, kind, number, label, "
+                "steps_to_go, eta_minutes, raw, detail, late, observed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                event_rows,
             )
-            step_seqs = [e.seq for e in events if not e.kind.terminal]
-            if step_seqs:
-                last_seq = max(last_seq, *step_seqs)
-        if update.ok:
-            await db.execute(
+        if ok_rows:
+            await db.executemany(
                 "UPDATE trainings SET state = ?, last_seq = ?, eta_minutes = ?, total_steps = "
                 "COALESCE(?, total_steps), terminal = ?, failure_reason = ?, next_poll_at = ?, "
                 "consecutive_errors = 0, last_error = NULL, not_found_count = 0, "
                 "first_not_found_at = NULL, last_ok_at = ?, finished_at = ? "
                 "WHERE training_id = ? AND key_ref = ?",
-                (
-                    update.state,
-                    last_seq,
-                    update.eta_minutes,
-                    update.total_steps,
-                    new_terminal.kind.value if new_terminal else None,
-                    new_terminal.detail if new_terminal else None,
-                    update.next_poll_at,
-                    now,
-                    now if new_terminal else None,
-                    *key,
-                ),
+                ok_rows,
             )
-        else:
-            await db.execute(
+        if failed_rows:
+            await db.executemany(
                 "UPDATE trainings SET next_poll_at = ?, consecutive_errors = ?, last_error = ?, "
                 "not_found_count = ?, first_not_found_at = ?, terminal = ?, failure_reason = ?, "
                 "finished_at = ? WHERE training_id = ? AND key_ref = ?",
-                (
-                    update.next_poll_at,
-                    update.consecutive_errors,
-                    update.last_error,
-                    update.not_found_count,
-                    update.first_not_found_at,
-                    new_terminal.kind.value if new_terminal else None,
-                    new_terminal.detail if new_terminal else None,
-                    now if new_terminal else None,
-                    *key,
-                ),
+                failed_rows,
             )
-        if not events:
+        if not delivery_rows:
             return 0
-        first_new = min(e.seq for e in events)
-        cur = await db.execute(
+        cur = await db.executemany(
             "INSERT OR IGNORE INTO deliveries (subscription_id, training_id, key_ref, seq, status, "
             "next_attempt_at, created_at) "
             "SELECT s.id, e.training_id, e.key_ref, e.seq, 'pending', ?, ? "
@@ -352,8 +393,9 @@ class Store:
             "AND e.key_ref = s.key_ref "
             "WHERE s.training_id = ? AND s.key_ref = ? AND s.status = 'active' AND e.seq >= ? "
             "AND e.seq > s.baseline_seq AND (s.kind = 'channel' OR e.kind != 'step')",
-            (now, now, *key, first_new),
+            delivery_rows,
         )
+        # executemany sums the rows each parameter set inserted.
         return max(cur.rowcount, 0)
 
     # -- subscriptions -----------------------------------------------------------------------
@@ -651,6 +693,25 @@ class Store:
             )
             for r in rows
         ]
+
+
+def _unique_chunks(updates: Sequence[TrainingUpdate]) -> list[list[TrainingUpdate]]:
+    """Consecutive runs of updates with distinct trainings: a training polled twice in one
+    batch (a forced poll while one was in flight) is applied in order, one chunk after another.
+    """
+    chunks: list[list[TrainingUpdate]] = []
+    current: list[TrainingUpdate] = []
+    seen: set[tuple[str, str]] = set()
+    for update in updates:
+        key = (update.training_id, update.key_ref)
+        if key in seen:
+            chunks.append(current)
+            current, seen = [], set()
+        seen.add(key)
+        current.append(update)
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def _split_sql(script: str) -> list[str]:

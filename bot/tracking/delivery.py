@@ -170,6 +170,13 @@ class Deliverer:
             log.info("delivery %d failed (%s); retry in %.1fs", delivery.id, exc, delay)
             await self._store.mark_retry(delivery, str(exc), self._clock() + delay)
             return False
+        except DeliveryError as exc:
+            # Neither retryable nor about the target (e.g. Discord refused this payload):
+            # give up on this message, keep the subscription and its later messages.
+            metrics.DELIVERIES.labels("failed").inc()
+            log.error("delivery %d refused: %s", delivery.id, exc)
+            await self._store.mark_failed(delivery, str(exc))
+            return True
         now = self._clock()
         metrics.DELIVERIES.labels("sent").inc()
         metrics.DELIVERY_DELAY.observe(max(0.0, now - delivery.created_at))

@@ -20,6 +20,7 @@ from bot.store import TERMINAL_SEQ, Event, EventKind, Store, Training, TrainingU
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+_POLLS_OK = metrics.POLLS.labels("ok")
 
 
 class KeyResolver(Protocol):
@@ -28,12 +29,8 @@ class KeyResolver(Protocol):
     async def key_for(self, key_ref: str) -> str | None:
         """The key, or None when it is not (or no longer) available."""
 
-
-class MissingKeyReason(Protocol):
-    """Explains to users why a key_ref has no key."""
-
     def missing_reason(self, key_ref: str) -> str:
-        """One sentence for /training-list."""
+        """Why a key_ref has no key: one sentence for /training-list."""
 
 
 def events_from_status(status: TrainingStatus, *, late: bool = False) -> list[Event]:
@@ -79,7 +76,6 @@ class Tracker:
         batch_size: int = 500,
         clock: Clock = time.time,
         on_outbox: Callable[[], None] | None = None,
-        missing_key_reason: Callable[[str], str] | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -94,9 +90,6 @@ class Tracker:
         self._batch_size = batch_size
         self._clock = clock
         self._on_outbox = on_outbox or (lambda: None)
-        self._missing_key_reason = missing_key_reason or (
-            lambda ref: "No API key is available to poll this training."
-        )
         self._late_after = max(2 * interval, interval + 30.0)
         self._started_at = clock()
         self._wake = asyncio.Event()
@@ -208,7 +201,7 @@ class Tracker:
         key = await self._keys.key_for(training.key_ref)
         now = self._clock()
         if key is None:
-            reason = self._missing_key_reason(training.key_ref)
+            reason = self._keys.missing_reason(training.key_ref)
             paused = await self._store.pause_key_ref(training.key_ref, reason, now)
             log.warning("no key for %s: paused %d subscriptions", training.key_ref, paused)
             return None
@@ -223,7 +216,7 @@ class Tracker:
             return self._failure(training, exc, self._clock())
         finally:
             metrics.API_LATENCY.observe(time.monotonic() - started)
-        metrics.POLLS.labels("ok").inc()
+        _POLLS_OK.inc()  # the labelled child, looked up once: this runs for every poll
         return self._success(
             training.training_id, training.key_ref, training, status, self._clock()
         )

@@ -1,0 +1,384 @@
+"""Tracker and deliverer with a real SQLite file and the real client against the simulator; a
+recording notifier stands in for Discord (the e2e tests cover the real one)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.sdapi.client import SdApiClient
+from bot.sdapi.simulator import DEFAULT_KEY, Fault, Simulator
+from bot.store import (
+    DEFAULT_KEY_REF,
+    TERMINAL_SEQ,
+    Delivery,
+    Event,
+    EventKind,
+    Store,
+    SubscriptionKind,
+    SubscriptionStatus,
+    TrainingUpdate,
+)
+from bot.tracking.delivery import (
+    Deliverer,
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    make_nonce,
+)
+from bot.tracking.tracker import Tracker
+from tests.harness import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Keys:
+    def __init__(self, key: str | None = DEFAULT_KEY) -> None:
+        self.key = key
+
+    async def key_for(self, key_ref: str) -> str | None:
+        return self.key
+
+    def missing_reason(self, key_ref: str) -> str:
+        return f"no key for {key_ref}"
+
+
+@dataclass
+class RecordingNotifier:
+    sent: list[tuple[int, int, EventKind, int]] = field(default_factory=list)  # sub, seq, kind
+    failures: dict[int, list[Exception]] = field(default_factory=dict)  # sub id -> to raise
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def send(self, delivery: Delivery, nonce: str) -> int | None:
+        pending = self.failures.get(delivery.subscription_id)
+        if pending:
+            raise pending.pop(0)
+        self.sent.append(
+            (delivery.subscription_id, delivery.event.seq, delivery.event.kind, len(nonce))
+        )
+        self.arrived.set()
+        return len(self.sent)
+
+    def seqs(self, sub_id: int) -> list[int]:
+        return [seq for sub, seq, _, _ in self.sent if sub == sub_id]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "t.db")
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def client(sim: Simulator) -> AsyncIterator[SdApiClient]:
+    async with aiohttp.ClientSession() as session:
+        yield SdApiClient(session, sim.base_url, timeout=1.0, max_attempts=1)
+
+
+async def subscribe(store: Store, training_id: str, *, channel: int | None = 1, user: int = 9):
+    kind = SubscriptionKind.CHANNEL if channel is not None else SubscriptionKind.DM
+    sub, _ = await store.subscribe(
+        kind=kind,
+        guild_id=1,
+        channel_id=channel,
+        user_id=user,
+        training_id=training_id,
+        key_ref=DEFAULT_KEY_REF,
+        limit=100,
+        now=time.time(),
+    )
+    return sub
+
+
+def step(seq: int) -> Event:
+    return Event(seq=seq, kind=EventKind.STEP, number=seq + 1, label=f"s{seq}")
+
+
+# -- the outbox ---------------------------------------------------------------------------
+
+
+async def test_outbox_baseline_and_kinds(store: Store) -> None:
+    now = time.time()
+    base = TrainingUpdate("T1", DEFAULT_KEY_REF, next_poll_at=now, ok=True, events=[step(0)])
+    await store.apply_updates([base], now)
+    channel = await subscribe(store, "T1")
+    dm = await subscribe(store, "T1", channel=None, user=5)
+    assert channel.baseline_seq == 0
+    more = TrainingUpdate(
+        "T1",
+        DEFAULT_KEY_REF,
+        next_poll_at=now,
+        ok=True,
+        events=[step(0), step(1), step(2), Event(seq=TERMINAL_SEQ, kind=EventKind.READY)],
+    )
+    assert await store.apply_updates([more], now) == 3 + 1  # two steps + final, and the DM
+    # The same poll again changes nothing: events are identified by position.
+    assert await store.apply_updates([more], now) == 0
+    groups = await store.pending_deliveries(now + 1, limit=100)
+    by_sub = {g[0].subscription_id: [d.event.seq for d in g] for g in groups}
+    assert by_sub == {channel.id: [1, 2, TERMINAL_SEQ], dm.id: [TERMINAL_SEQ]}
+    training = await store.get_training("T1", DEFAULT_KEY_REF)
+    assert training is not None
+    assert training.terminal is EventKind.READY
+    assert training.last_seq == 2
+    assert await store.count_active_trainings() == 0  # finished: no longer polled
+
+
+async def test_nonce_is_short_and_deterministic() -> None:
+    assert make_nonce("deadbeef", 1) == make_nonce("deadbeef", 1)
+    assert make_nonce("deadbeef", 1) != make_nonce("deadbeef", 2)
+    assert len(make_nonce("deadbeef", 2**62)) <= 25
+
+
+# -- the deliverer ------------------------------------------------------------------------
+
+
+async def outbox_with_steps(store: Store, n: int, *subs: int | None) -> list[int]:
+    now = time.time()
+    await store.apply_updates([TrainingUpdate("T1", DEFAULT_KEY_REF, now, ok=True)], now)
+    ids = [(await subscribe(store, "T1", channel=c, user=100 + i)).id for i, c in enumerate(subs)]
+    update = TrainingUpdate("T1", DEFAULT_KEY_REF, now, ok=True, events=[step(i) for i in range(n)])
+    await store.apply_updates([update], now)
+    return ids
+
+
+async def test_delivery_keeps_order_through_transient_failures(store: Store) -> None:
+    a, b = await outbox_with_steps(store, 3, 1, 2)
+    notifier = RecordingNotifier(failures={a: [TransientDeliveryError("503")]})
+    deliverer = Deliverer(store, notifier, instance_id="abcd1234", base_backoff=0.0)
+    await deliverer.drain_once()
+    assert notifier.seqs(a) == []  # head failed: the rest wait behind it
+    assert notifier.seqs(b) == [0, 1, 2]
+    await deliverer.drain_once()
+    assert notifier.seqs(a) == [0, 1, 2]
+    assert await deliverer.drain_once() == 0
+    counts = await store.delivery_counts()
+    assert counts == {"sent": 6}
+
+
+async def test_retry_after_is_honoured(store: Store) -> None:
+    (a,) = await outbox_with_steps(store, 1, 1)
+    notifier = RecordingNotifier(failures={a: [TransientDeliveryError("429", retry_after=60)]})
+    deliverer = Deliverer(store, notifier, instance_id="abcd1234", base_backoff=0.0)
+    await deliverer.drain_once()
+    assert await deliverer.drain_once() == 0  # not due yet
+    next_at = await store.next_delivery_at()
+    assert next_at is not None
+    assert next_at - time.time() > 55
+
+
+async def test_permanent_failure_pauses_only_that_subscription(store: Store) -> None:
+    a, b = await outbox_with_steps(store, 2, 1, 2)
+    notifier = RecordingNotifier(failures={a: [PermanentDeliveryError("The channel was deleted.")]})
+    deliverer = Deliverer(store, notifier, instance_id="abcd1234")
+    await deliverer.drain_once()
+    assert notifier.seqs(b) == [0, 1]
+    paused = await store.get_subscription(a)
+    assert paused is not None
+    assert paused.status is SubscriptionStatus.PAUSED
+    assert paused.reason == "The channel was deleted."
+    assert await deliverer.drain_once() == 0  # nothing retries
+    assert (await store.delivery_counts()) == {"sent": 2, "dropped": 2}
+
+
+@pytest.mark.allow_errors
+async def test_unclassified_failure_gives_up_on_that_message_only(store: Store) -> None:
+    (a,) = await outbox_with_steps(store, 2, 1)
+    notifier = RecordingNotifier(failures={a: [DeliveryError("400 bad embed")]})
+    deliverer = Deliverer(store, notifier, instance_id="abcd1234")
+    await deliverer.drain_once()
+    assert notifier.seqs(a) == [1]
+    assert (await store.delivery_counts()) == {"failed": 1, "sent": 1}
+
+
+@pytest.mark.allow_errors
+async def test_a_crashing_notifier_does_not_kill_the_loop(store: Store) -> None:
+    a, b = await outbox_with_steps(store, 1, 1, 2)
+    notifier = RecordingNotifier(failures={a: [RuntimeError("bug")]})
+    deliverer = Deliverer(store, notifier, instance_id="abcd1234", base_backoff=0.0)
+    deliverer.start()
+    try:
+        await wait_until(lambda: notifier.seqs(b) == [0] and notifier.seqs(a) == [0])
+    finally:
+        await deliverer.stop()
+
+
+# -- the tracker --------------------------------------------------------------------------
+
+
+def make_tracker(store: Store, client: SdApiClient, **kw) -> Tracker:
+    kw.setdefault("interval", 0.1)
+    kw.setdefault("max_backoff", 0.4)
+    kw.setdefault("workers", 4)
+    return Tracker(store, client, kw.pop("keys", Keys()), **kw)
+
+
+async def test_one_poll_per_cycle_for_many_followers(store, client, sim) -> None:
+    training = sim.add_training("Many000001", stage=1)
+    tracker = make_tracker(store, client, interval=0.2)
+    await tracker.ingest(
+        "Many000001", DEFAULT_KEY_REF, await client.fine_tune_status("Many000001", DEFAULT_KEY)
+    )
+    for channel in range(1, 21):
+        await subscribe(store, "Many000001", channel=channel)
+    tracker.start()
+    try:
+        await sim.wait_for_requests(5, training_id="Many000001")
+        training.advance(6)
+        await wait_until(lambda: _done(store), what="the training finished")
+    finally:
+        await tracker.stop()
+    times = [r.at for r in sim.requests if r.training_id == "Many000001"][1:]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 0.2 * 0.85, gaps
+    groups = await store.pending_deliveries(time.time(), limit=10_000)
+    assert len(groups) == 20
+    assert all([d.event.seq for d in g] == [1, 2, 3, 4, 5, TERMINAL_SEQ] for g in groups)
+
+
+async def _done(store: Store) -> bool:
+    training = await store.get_training("Many000001", DEFAULT_KEY_REF)
+    return training is not None and training.terminal is EventKind.READY
+
+
+async def test_backoff_grows_and_is_capped_and_keeps_the_subscription(store, client, sim) -> None:
+    sim.add_training("Backoff001", stage=1)
+    tracker = make_tracker(store, client, interval=0.05, max_backoff=0.4)
+    await tracker.ingest(
+        "Backoff001", DEFAULT_KEY_REF, await client.fine_tune_status("Backoff001", DEFAULT_KEY)
+    )
+    sub = await subscribe(store, "Backoff001")
+    sim.inject(Fault.UNAVAILABLE, count=None)
+    tracker.start()
+    try:
+        await sim.wait_for_requests(9, training_id="Backoff001")
+    finally:
+        await tracker.stop()
+    times = [r.at for r in sim.requests if r.training_id == "Backoff001"][1:]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[-1] > gaps[0] * 2  # exponential...
+    assert max(gaps) < 0.4 * 1.1 + 0.2  # ...and capped (jitter and scheduling slack allowed)
+    training = await store.get_training("Backoff001", DEFAULT_KEY_REF)
+    assert training is not None
+    assert training.consecutive_errors >= 7
+    assert training.last_error is not None
+    assert training.last_error == "The Stable Diffusion API is having trouble (HTTP 503)."
+    kept = await store.get_subscription(sub.id)
+    assert kept is not None
+    assert kept.status is SubscriptionStatus.ACTIVE
+
+
+async def test_not_found_must_repeat_before_followers_are_told(store, client, sim) -> None:
+    sim.add_training("Vanish0001", stage=2)
+    tracker = make_tracker(store, client, not_found_confirmations=3, not_found_window=0.0)
+    await tracker.ingest(
+        "Vanish0001", DEFAULT_KEY_REF, await client.fine_tune_status("Vanish0001", DEFAULT_KEY)
+    )
+    sub = await subscribe(store, "Vanish0001")
+    sim.inject(Fault.NOT_FOUND, count=2, training_id="Vanish0001")
+    tracker.start()
+    try:
+        await sim.wait_for_requests(4, training_id="Vanish0001")  # 2 not found, then found
+        training = await store.get_training("Vanish0001", DEFAULT_KEY_REF)
+        await wait_until(lambda: _nf_reset(store, "Vanish0001"))
+        assert training is not None
+        assert (await store.pending_deliveries(time.time(), limit=10)) == []
+        sim.inject(Fault.NOT_FOUND, count=None, training_id="Vanish0001")
+        await wait_until(lambda: _terminal(store, "Vanish0001"), what="the unknown event")
+    finally:
+        await tracker.stop()
+    groups = await store.pending_deliveries(time.time(), limit=10)
+    assert [[d.event.kind for d in g] for g in groups] == [[EventKind.UNKNOWN]]
+    assert groups[0][0].subscription_id == sub.id
+
+
+async def _nf_reset(store: Store, tid: str) -> bool:
+    training = await store.get_training(tid, DEFAULT_KEY_REF)
+    return (
+        training is not None and training.not_found_count == 0 and training.last_ok_at is not None
+    )
+
+
+async def _terminal(store: Store, tid: str) -> bool:
+    training = await store.get_training(tid, DEFAULT_KEY_REF)
+    return training is not None and training.terminal is not None
+
+
+async def test_missing_key_pauses_with_reason(store, client, sim) -> None:
+    sim.add_training("NoKey00001", stage=1)
+    tracker = make_tracker(store, client, keys=Keys(None))
+    await tracker.ingest(
+        "NoKey00001", DEFAULT_KEY_REF, await client.fine_tune_status("NoKey00001", DEFAULT_KEY)
+    )
+    sub = await subscribe(store, "NoKey00001")
+    before = sim.request_count()
+    tracker.start()
+    try:
+        await wait_until(lambda: _paused(store, sub.id), what="paused")
+    finally:
+        await tracker.stop()
+    paused = await store.get_subscription(sub.id)
+    assert paused is not None
+    assert paused.reason == "no key for default"
+    assert sim.request_count() == before
+
+
+async def _paused(store: Store, sub_id: int) -> bool:
+    sub = await store.get_subscription(sub_id)
+    return sub is not None and sub.status is SubscriptionStatus.PAUSED
+
+
+async def test_resumes_from_the_database_after_a_restart(tmp_path: Path, client, sim) -> None:
+    training = sim.add_training("Resume0001", stage=1)
+    first = await Store.open(tmp_path / "r.db")
+    tracker = make_tracker(first, client)
+    await tracker.ingest(
+        "Resume0001", DEFAULT_KEY_REF, await client.fine_tune_status("Resume0001", DEFAULT_KEY)
+    )
+    await subscribe(first, "Resume0001")
+    await first.close()  # no tracker ever ran on it
+
+    training.advance(2)
+    second = await Store.open(tmp_path / "r.db")
+    tracker = make_tracker(second, client)
+    tracker.start()
+    try:
+        await wait_until(lambda: _has_deliveries(second, 2), what="steps recorded after restart")
+    finally:
+        await tracker.stop()
+        groups = await second.pending_deliveries(time.time(), limit=10)
+        await second.close()
+    assert [d.event.seq for d in groups[0]] == [1, 2]
+    assert all(d.event.late for d in groups[0])  # seen after the restart: marked late
+
+
+async def _has_deliveries(store: Store, n: int) -> bool:
+    groups = await store.pending_deliveries(time.time(), limit=10)
+    return bool(groups) and len(groups[0]) >= n
+
+
+async def test_unfollowed_training_is_not_polled(store, client, sim) -> None:
+    sim.add_training("Alone00001", stage=1)
+    tracker = make_tracker(store, client)
+    await tracker.ingest(
+        "Alone00001", DEFAULT_KEY_REF, await client.fine_tune_status("Alone00001", DEFAULT_KEY)
+    )
+    before = sim.request_count()
+    tracker.start()
+    try:
+        for _ in range(3):
+            tick = tracker.last_tick
+            tracker.wake()
+            await wait_until(lambda t=tick: tracker.last_tick != t)
+    finally:
+        await tracker.stop()
+    assert sim.request_count() == before
+    assert not await tracker.poll_soon("Alone00001")
