@@ -223,6 +223,22 @@ def subscription_line(sub: Subscription) -> str:
     return line
 
 
+def fit_lines(lines: list[str], empty: str, limit: int = FIELD_VALUE_LIMIT) -> str:
+    """As many lines as fit in ``limit`` characters, then how many were left out."""
+    if not lines:
+        return empty
+    out: list[str] = []
+    size = 0
+    for i, line in enumerate(lines):
+        tail = f"… and {len(lines) - i} more"
+        if size + len(line) + 1 + len(tail) > limit:
+            out.append(tail)
+            break
+        out.append(line)
+        size += len(line) + 1
+    return "\n".join(out)
+
+
 def error_embed(message: str) -> discord.Embed:
     """One clear sentence about what went wrong."""
     return discord.Embed(description=truncate(message, DESCRIPTION_LIMIT), colour=COLOUR_FAILED)

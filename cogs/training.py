@@ -237,35 +237,19 @@ class TrainingCog(commands.Cog):
         embed = discord.Embed(title="tunewatch subscriptions", colour=render.COLOUR_RUNNING)
         if interaction.guild_id is not None:
             subs = await store.guild_subscriptions(interaction.guild_id)
-            embed.add_field(
-                name=f"This server ({sum(s.status is SubscriptionStatus.ACTIVE for s in subs)} "
-                "active)",
-                value=_lines([render.subscription_line(s) for s in subs], "No subscriptions."),
-                inline=False,
+            active = sum(s.status is SubscriptionStatus.ACTIVE for s in subs)
+            embed.description = f"**This server** ({active} active)\n" + render.fit_lines(
+                [render.subscription_line(s) for s in subs],
+                "No subscriptions.",
+                render.DESCRIPTION_LIMIT - 40,
             )
         alerts = await store.user_alerts(interaction.user.id)
         embed.add_field(
             name="Your DM alerts",
-            value=_lines([render.subscription_line(a) for a in alerts], "No DM alerts."),
+            value=render.fit_lines([render.subscription_line(a) for a in alerts], "No DM alerts."),
             inline=False,
         )
         await reply(interaction, embed=embed, ephemeral=True)
-
-
-def _lines(lines: list[str], empty: str) -> str:
-    """Lines that fit in one embed field, saying how many were left out."""
-    if not lines:
-        return empty
-    out: list[str] = []
-    size = 0
-    for i, line in enumerate(lines):
-        more = f"\n… and {len(lines) - i} more" if i < len(lines) else ""
-        if size + len(line) + 1 + len(more) > render.FIELD_VALUE_LIMIT - 30:
-            out.append(f"… and {len(lines) - i} more")
-            break
-        out.append(line)
-        size += len(line) + 1
-    return "\n".join(out)
 
 
 class DiscordNotifier:

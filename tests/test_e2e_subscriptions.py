@@ -342,3 +342,48 @@ async def test_command_registration(bot: TunewatchBot, fake: FakeDiscord) -> Non
         assert commands[name]["contexts"] == [0]  # guild only
     assert commands["training-status"]["default_member_permissions"] is None
     assert commands["training-notify"]["default_member_permissions"] is None
+
+
+async def test_dm_alert_limit(fake: FakeDiscord, sim: Simulator, db_path: Path) -> None:
+    env = settings_for(fake, sim, db_path, MAX_DM_ALERTS_PER_USER="2")
+    async with running_bot(env):
+        for tid in ("DmLimit001", "DmLimit002", "DmLimit003"):
+            sim.add_training(tid, stage=1)
+        for tid in ("DmLimit001", "DmLimit002"):
+            assert "I will DM you" in (await notify(fake, tid, USER))["content"]
+        again = await notify(fake, "DmLimit001", USER)
+        assert "already get a DM" in again["content"]
+        refused = await notify(fake, "DmLimit003", USER)
+        assert "You already have 2 DM alerts" in refused["embeds"][0]["description"]
+
+
+async def test_notify_on_a_finished_training_says_so(
+    bot: TunewatchBot, fake: FakeDiscord, sim: Simulator
+) -> None:
+    sim.add_training("Finished01", stage=7)
+    final = await notify(fake, "Finished01", USER)
+    assert final["content"] == "Training `Finished01` is ready."
+    assert await bot.store.user_alerts(USER) == []
+    done = await subscribe(fake, "Finished01")
+    assert "is ready already; there is nothing to follow" in done["content"]
+    assert await bot.store.guild_subscriptions(GUILD) == []
+
+
+async def test_guild_sync_at_every_start(fake: FakeDiscord, sim: Simulator, db_path: Path) -> None:
+    env = settings_for(fake, sim, db_path, DISCORD_GUILD_ID=str(GUILD))
+    for _ in range(2):
+        async with running_bot(env):
+            pass
+    assert [guild for guild, _ in fake.command_syncs] == [GUILD, GUILD]
+    async with running_bot(env):
+        sim.add_training("GuildCmd01", stage=2)
+        interaction = await fake.invoke(
+            "training-status",
+            {"training_id": "GuildCmd01"},
+            guild_id=GUILD,
+            channel_id=CHANNEL,
+            user_id=USER,
+        )
+        assert interaction.payload["data"]["guild_id"] == str(GUILD)
+        final = await interaction.wait_final()
+    assert final["embeds"][0]["title"] == "Training GuildCmd01"

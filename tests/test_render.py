@@ -197,3 +197,14 @@ def test_subscription_line_shows_pause_reason() -> None:
     line = render.subscription_line(sub)
     assert line == "`T1` → <#99> · training_started · **paused**: The channel was deleted."
     assert "user:5" not in line
+
+
+def test_fit_lines_says_how_many_were_left_out() -> None:
+    lines = [f"line {i:03d} " + "x" * 40 for i in range(100)]
+    text = render.fit_lines(lines, "none", 500)
+    assert len(text) <= 500
+    kept = text.splitlines()
+    assert kept[-1] == f"… and {100 - (len(kept) - 1)} more"
+    assert kept[0] == lines[0]
+    assert render.fit_lines([], "none") == "none"
+    assert render.fit_lines(["a", "b"], "none") == "a\nb"
