@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 import discord
+from aiolimiter import AsyncLimiter
 from discord import app_commands
 from discord.ext import commands
 
@@ -68,6 +69,33 @@ class TrainingCog(commands.Cog):
             return None
         return training_id, key_ref, status
 
+    async def _follow(
+        self,
+        interaction: Interaction,
+        kind: SubscriptionKind,
+        training_id: str,
+        key_ref: str,
+        status: TrainingStatus,
+        limit: int,
+    ) -> bool:
+        """Record what the API just said (steps so far are the baseline), then subscribe.
+
+        Returns whether the subscription already existed; raises LimitReached.
+        """
+        await self.bot.tracker.ingest(training_id, key_ref, status)
+        _, already = await self.bot.store.subscribe(
+            kind=kind,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id if kind is SubscriptionKind.CHANNEL else None,
+            user_id=interaction.user.id,
+            training_id=training_id,
+            key_ref=key_ref,
+            limit=limit,
+            now=datetime.now(UTC).timestamp(),
+        )
+        self.bot.tracker.wake()
+        return already
+
     @app_commands.command(
         name="training-status", description="Show a training's state, steps, ETA and log"
     )
@@ -120,17 +148,14 @@ class TrainingCog(commands.Cog):
                 embed=embed,
             )
             return
-        await self.bot.tracker.ingest(training_id, key_ref, status)
         try:
-            _, already = await self.bot.store.subscribe(
-                kind=SubscriptionKind.CHANNEL,
-                guild_id=interaction.guild_id,
-                channel_id=interaction.channel_id,
-                user_id=interaction.user.id,
-                training_id=training_id,
-                key_ref=key_ref,
-                limit=self.bot.settings.MAX_SUBSCRIPTIONS_PER_GUILD,
-                now=datetime.now(UTC).timestamp(),
+            already = await self._follow(
+                interaction,
+                SubscriptionKind.CHANNEL,
+                training_id,
+                key_ref,
+                status,
+                self.bot.settings.MAX_SUBSCRIPTIONS_PER_GUILD,
             )
         except LimitReached as exc:
             await reply_error(
@@ -139,7 +164,6 @@ class TrainingCog(commands.Cog):
                 "unsubscribe from one first.",
             )
             return
-        self.bot.tracker.wake()
         if already:
             text = f"This channel already follows `{training_id}`; nothing changed."
         else:
@@ -200,17 +224,14 @@ class TrainingCog(commands.Cog):
                 interaction, f"Training `{training_id}` {outcome}.", embed=embed, ephemeral=True
             )
             return
-        await self.bot.tracker.ingest(training_id, key_ref, status)
         try:
-            _, already = await self.bot.store.subscribe(
-                kind=SubscriptionKind.DM,
-                guild_id=interaction.guild_id,
-                channel_id=None,
-                user_id=interaction.user.id,
-                training_id=training_id,
-                key_ref=key_ref,
-                limit=self.bot.settings.MAX_DM_ALERTS_PER_USER,
-                now=datetime.now(UTC).timestamp(),
+            already = await self._follow(
+                interaction,
+                SubscriptionKind.DM,
+                training_id,
+                key_ref,
+                status,
+                self.bot.settings.MAX_DM_ALERTS_PER_USER,
             )
         except LimitReached as exc:
             await reply_error(
@@ -219,7 +240,6 @@ class TrainingCog(commands.Cog):
                 "finish first.",
             )
             return
-        self.bot.tracker.wake()
         text = (
             f"You already get a DM when `{training_id}` is ready or fails."
             if already
@@ -252,12 +272,20 @@ class TrainingCog(commands.Cog):
         await reply(interaction, embed=embed, ephemeral=True)
 
 
+# Discord allows a bot 50 requests per second in all (the global limit). discord.py honours the
+# per-route buckets from response headers, but learns of the global limit only from a 429: pace
+# the tracker's sends just below it instead, evenly (a bucket of one, so never a burst), leaving
+# a little room for the other requests of the process (command answers are not counted).
+GLOBAL_SENDS_PER_SECOND = 48.0
+
+
 class DiscordNotifier:
     """Sends deliveries to Discord and classifies what Discord answers."""
 
-    def __init__(self, bot: TunewatchBot) -> None:
+    def __init__(self, bot: TunewatchBot, *, rate: float = GLOBAL_SENDS_PER_SECOND) -> None:
         self.bot = bot
         self._dm_channels: dict[int, int] = {}
+        self._pacer = AsyncLimiter(1, 1.0 / rate)
 
     async def _target(self, delivery: Delivery) -> discord.abc.Messageable:
         if delivery.kind is SubscriptionKind.CHANNEL:
@@ -265,7 +293,8 @@ class DiscordNotifier:
             return self.bot.get_partial_messageable(delivery.channel_id)
         channel_id = self._dm_channels.get(delivery.user_id)
         if channel_id is None:
-            dm = await self.bot.create_dm(discord.Object(id=delivery.user_id))
+            async with self._pacer:
+                dm = await self.bot.create_dm(discord.Object(id=delivery.user_id))
             channel_id = self._dm_channels[delivery.user_id] = dm.id
         return self.bot.get_partial_messageable(channel_id, type=discord.ChannelType.private)
 
@@ -274,9 +303,10 @@ class DiscordNotifier:
         embed = render.delivery_embed(delivery)
         try:
             target = await self._target(delivery)
-            message = await target.send(
-                embed=embed, nonce=nonce, allowed_mentions=discord.AllowedMentions.none()
-            )
+            async with self._pacer:
+                message = await target.send(
+                    embed=embed, nonce=nonce, allowed_mentions=discord.AllowedMentions.none()
+                )
         except discord.Forbidden as exc:
             raise PermanentDeliveryError(_forbidden_reason(delivery, exc)) from None
         except discord.NotFound as exc:
