@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 from datetime import UTC, datetime
 
@@ -35,6 +36,10 @@ def run_bot(settings: Settings) -> int:
 
     async def main() -> None:
         async with TunewatchBot(settings) as bot:
+            # SIGTERM (systemd, docker stop) closes cleanly, as Ctrl+C does.
+            loop = asyncio.get_running_loop()
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(bot.close()))
             token = settings.DISCORD_TOKEN
             assert token is not None  # noqa: S101 - load_settings(require_token=True)
             await bot.start(token.get_secret_value())

@@ -101,3 +101,16 @@ async def test_kill_mid_delivery_and_restart(
     # Command definitions did not change, so the restart did not sync them again.
     assert len(fake.command_syncs) == 1
     assert "Traceback" not in first.log + second.log
+
+
+async def test_sigterm_closes_cleanly(fake: FakeDiscord, sim: Simulator, db_path: Path) -> None:
+    bot = BotProcess(settings_for(fake, sim, db_path))
+    await bot.start()
+    try:
+        await fake.wait_for(lambda f: f.identify_count == 1, timeout=30, what="READY")
+        assert bot.proc is not None
+        bot.proc.terminate()
+        assert await asyncio.wait_for(bot.proc.wait(), timeout=20) == 0
+    finally:
+        await bot.kill()
+    assert "Traceback" not in bot.log
