@@ -164,6 +164,17 @@ async def test_delivery_keeps_order_through_transient_failures(store: Store) -> 
     assert counts == {"sent": 6}
 
 
+async def test_a_subscription_in_backoff_does_not_starve_the_others(store: Store) -> None:
+    a, b = await outbox_with_steps(store, 3, 1, 2)
+    notifier = RecordingNotifier(failures={a: [TransientDeliveryError("503")]})
+    deliverer = Deliverer(store, notifier, instance_id="abcd1234", base_backoff=60.0, batch_size=3)
+    await deliverer.drain_once()  # a's head fails and waits a minute; b got nothing yet
+    assert notifier.seqs(b) == []
+    await deliverer.drain_once()  # the batch of 3 must not be a's waiting rows again
+    assert notifier.seqs(b) == [0, 1, 2]
+    assert notifier.seqs(a) == []
+
+
 async def test_retry_after_is_honoured(store: Store) -> None:
     (a,) = await outbox_with_steps(store, 1, 1)
     notifier = RecordingNotifier(failures={a: [TransientDeliveryError("429", retry_after=60)]})

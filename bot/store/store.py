@@ -583,8 +583,11 @@ class Store:
             "JOIN events e ON e.training_id = d.training_id AND e.key_ref = d.key_ref "
             "AND e.seq = d.seq "
             "WHERE d.status = 'pending' AND s.status = 'active' "
+            # A subscription waiting out a backoff must not fill the batch and starve others.
+            "AND NOT EXISTS (SELECT 1 FROM deliveries h WHERE h.subscription_id = "
+            "d.subscription_id AND h.status = 'pending' AND h.next_attempt_at > ?) "
             "ORDER BY d.subscription_id, d.seq LIMIT ?",
-            (limit,),
+            (now, limit),
         )
         groups: list[list[Delivery]] = []
         current: list[Delivery] = []
