@@ -320,6 +320,10 @@ class DiscordNotifier:
         except discord.HTTPException as exc:
             if exc.status == 429 or exc.status >= 500:
                 raise TransientDeliveryError(f"Discord answered {exc.status}") from None
+            if exc.code == 50083:
+                raise PermanentDeliveryError(
+                    "The thread is archived; unarchive it, then subscribe again."
+                ) from None
             raise DeliveryError(f"Discord refused the message: {exc.status} {exc.text}") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransientDeliveryError(f"network error: {type(exc).__name__}") from None

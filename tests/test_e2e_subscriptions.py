@@ -387,3 +387,27 @@ async def test_guild_sync_at_every_start(fake: FakeDiscord, sim: Simulator, db_p
         assert interaction.payload["data"]["guild_id"] == str(GUILD)
         final = await interaction.wait_final()
     assert final["embeds"][0]["title"] == "Training GuildCmd01"
+
+
+@pytest.mark.allow_errors  # a refused payload is logged as an error, on purpose
+async def test_archived_thread_pauses_and_refused_payload_skips_one_message(
+    bot: TunewatchBot, fake: FakeDiscord, sim: Simulator
+) -> None:
+    thread, other = CHANNEL + 30, CHANNEL + 31
+    fake.add_channel(GUILD, thread, "thread-ish")
+    fake.add_channel(GUILD, other, "other")
+    training = sim.add_training("Archive001", stage=1)
+    await subscribe(fake, "Archive001", thread)
+    await subscribe(fake, "Archive001", other)
+    fake.fail_next(rf"^/channels/{thread}/messages$", 400, code=50083)
+    fake.fail_next(rf"^/channels/{other}/messages$", 400, code=50035)  # Invalid Form Body
+    training.advance(2)
+    await fake.wait_for(lambda f: len(step_messages(f, other)) == 1)
+
+    async def archived_paused() -> bool:
+        subs = await bot.store.guild_subscriptions(GUILD)
+        return any(s.reason and "archived" in s.reason for s in subs)
+
+    await wait_until(archived_paused, what="the thread subscription paused")
+    # The refused message was given up; the next one still went out.
+    assert titles(step_messages(fake, other)) == ["Archive001 · Step 3: Model Compressing"]
