@@ -373,3 +373,27 @@ def test_advance_every_must_be_positive() -> None:
 async def test_start_twice_is_refused(sim: Simulator) -> None:
     with pytest.raises(RuntimeError):
         await sim.start()
+
+
+async def test_fine_tune_creates_a_training_to_follow() -> None:
+    import aiohttp
+
+    from bot.sdapi.simulator import DEFAULT_KEY, Simulator
+    from bot.sdapi.status import parse_status
+
+    async with Simulator() as sim, aiohttp.ClientSession() as http:
+        async with http.post(f"{sim.base_url}/lora_fine_tune", json={"key": DEFAULT_KEY}) as r:
+            created = await r.json()
+        async with http.post(f"{sim.base_url}/fine_tune", json={"key": "wrong"}) as r:
+            refused = await r.json()
+        training_id = created["training_id"]
+        async with http.post(
+            f"{sim.base_url}/fine_tune_status/{training_id}", json={"key": DEFAULT_KEY}
+        ) as r:
+            status = parse_status(r.status, await r.read())
+    assert created["messege"] == "deploying_gpu"
+    assert created["data"] == "it will take upto 30 minutes."
+    assert len(training_id) == 10
+    assert training_id.isalnum()
+    assert refused["message"] == "Invalid Api Key"
+    assert status.raw_state == "deploying_gpu"

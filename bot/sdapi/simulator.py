@@ -11,6 +11,8 @@ import asyncio
 import json
 import logging
 import math
+import secrets
+import string
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -87,6 +89,7 @@ _HTML_502 = (
     b"</body>\r\n</html>\r\n"
 )
 _JSON = "application/json"
+_ID_ALPHABET = string.ascii_letters + string.digits
 
 
 @dataclass
@@ -292,6 +295,7 @@ class Simulator:
         """The aiohttp app; the status route accepts any root (``/api/v3``, sandbox...)."""
         app = web.Application()
         app.router.add_post(r"/{root:.*}fine_tune_status/{training_id}", self._handle)
+        app.router.add_post(r"/{root:(?:.*/)?}{endpoint:(?:lora_)?fine_tune(?:_v2)?}", self._create)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -328,7 +332,25 @@ class Simulator:
     ) -> None:
         await self.stop()
 
-    # -- the handler -----------------------------------------------------------------------
+    # -- the handlers ----------------------------------------------------------------------
+
+    async def _create(self, request: web.Request) -> web.Response:
+        """Start a new training, as ``fine_tune`` / ``lora_fine_tune`` do (for people trying
+        tunewatch against the simulator: each call gives a fresh training to follow)."""
+        key = _key_of(await request.read())
+        if key is None or key not in self.keys:
+            return web.Response(body=_INVALID_KEY_BODY, content_type=_JSON)
+        training_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
+        self.add_training(training_id, key=key)
+        lora = request.match_info["endpoint"].startswith("lora_")
+        log.info("simulator: created training %s", training_id)
+        body = {
+            "status": "success",
+            "messege": "deploying_gpu",
+            "data": f"it will take upto {30 if lora else 25} minutes.",
+            "training_id": training_id,
+        }
+        return web.Response(body=_json(body), content_type=_JSON)
 
     async def _handle(self, request: web.Request) -> web.Response:
         training_id = request.match_info["training_id"]
