@@ -33,8 +33,10 @@ class KeyResolver(Protocol):
         """Why a key_ref has no key: one sentence for /training-list."""
 
 
-def events_from_status(status: TrainingStatus, *, late: bool = False) -> list[Event]:
-    """The step events and the terminal event a status shows."""
+def events_from_status(
+    status: TrainingStatus, *, late: bool = False, after_seq: int = -1
+) -> list[Event]:
+    """The step events (past ``after_seq``) and the terminal event a status shows."""
     events = [
         Event(
             seq=step.seq,
@@ -47,6 +49,7 @@ def events_from_status(status: TrainingStatus, *, late: bool = False) -> list[Ev
             late=late,
         )
         for step in status.steps
+        if step.seq > after_seq
     ]
     if status.finished:
         events.append(Event(seq=TERMINAL_SEQ, kind=EventKind.READY, late=late))
@@ -249,7 +252,11 @@ class Tracker:
             state=status.raw_state,
             eta_minutes=status.eta_minutes,
             total_steps=status.total_steps,
-            events=events_from_status(status, late=late),
+            # Only what the claimed row had not recorded yet: most polls see nothing new, and
+            # the store filters again against the row as it is when written.
+            events=events_from_status(
+                status, late=late, after_seq=training.last_seq if training else -1
+            ),
         )
 
     def _failure(self, training: Training, exc: SdApiError, now: float) -> TrainingUpdate:
