@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 import time
@@ -95,7 +94,8 @@ class SdApiClient:
         self._timeout = timeout
         self._overall = asyncio.Semaphore(max_concurrency)
         self._per_key_limit = max_concurrency_per_key
-        self._per_key: dict[str, asyncio.Semaphore] = {}
+        self._per_key: dict[int, asyncio.Semaphore] = {}
+        self._client_timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_attempts = max_attempts
         self._backoff = wait_random_exponential(multiplier=backoff_initial, max=backoff_max)
         # Status bodies repeat a lot (a training's answer rarely changes between two polls, and
@@ -108,11 +108,11 @@ class SdApiClient:
         return f"{self._base_url}/fine_tune_status/{quote(training_id, safe='')}"
 
     def _key_semaphore(self, key: str) -> asyncio.Semaphore:
-        # Index by a digest so no structure we keep or log holds the key itself.
-        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-        sem = self._per_key.get(digest)
+        # Index by the string's hash (cached by Python, salted per process) so no structure we
+        # keep or log holds the key itself; a collision would only share a concurrency limit.
+        sem = self._per_key.get(hash(key))
         if sem is None:
-            sem = self._per_key[digest] = asyncio.Semaphore(self._per_key_limit)
+            sem = self._per_key[hash(key)] = asyncio.Semaphore(self._per_key_limit)
         return sem
 
     def _wait(self, state: RetryCallState) -> float:
@@ -186,7 +186,11 @@ class SdApiClient:
                 async with self._session.post(
                     url,
                     json={"key": key},
-                    timeout=aiohttp.ClientTimeout(total=timeout),
+                    timeout=(
+                        self._client_timeout
+                        if deadline is None
+                        else aiohttp.ClientTimeout(total=timeout)
+                    ),
                     allow_redirects=False,
                 ) as response:
                     body = await response.read()
