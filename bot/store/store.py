@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -132,13 +133,26 @@ class Store:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+            await self._begin()
             try:
                 yield self._db
             except BaseException:
                 await self._db.execute("ROLLBACK")
                 raise
             await self._db.execute("COMMIT")
+
+    async def _begin(self) -> None:
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            # A task cancelled while its BEGIN was on the way left a transaction open (the
+            # database thread runs the statement anyway). We hold the write lock, so that
+            # transaction has no owner any more: roll it back, then begin ours.
+            if not self._db.in_transaction:
+                raise
+            log.warning("rolling back a transaction left open by a cancelled task")
+            await self._db.execute("ROLLBACK")
+            await self._db.execute("BEGIN IMMEDIATE")
 
     async def _migrate(self) -> None:
         async with self._db.execute("PRAGMA user_version") as cur:
