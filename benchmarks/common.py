@@ -203,21 +203,6 @@ def cpu_seconds() -> float:
     return time.process_time()
 
 
-async def wait_for(predicate: Any, limit: float, what: Any, every: float = 0.01) -> None:
-    """Poll ``predicate`` (sync or async) until true; TimeoutError after ``limit`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise TimeoutError(f"timed out waiting for {what() if callable(what) else what}")
-        await asyncio.sleep(every)
-
-
 @contextlib.asynccontextmanager
 async def temp_dir() -> AsyncIterator[Path]:
     import tempfile

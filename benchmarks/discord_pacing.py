@@ -17,13 +17,12 @@ from benchmarks.common import (
     channel_of,
     seed,
     temp_dir,
-    wait_for,
 )
 from benchmarks.outbox import fill_outbox
 from bot.sdapi.simulator import DEFAULT_KEY
 from bot.store import Store
 from tests.fakediscord import FakeDiscord, Message
-from tests.harness import running_bot
+from tests.harness import running_bot, wait_until
 
 LATENCY = 0.080
 STEP_RE = re.compile(r"Step (\d+)")
@@ -96,7 +95,7 @@ async def run(quick: bool) -> list[Figure]:
         await fake.start()
         try:
             async with running_bot(bot_env(fake, sim.base_url, db)):
-                await wait_for(lambda: len(fake.messages) >= total, 300, "every message", 0.05)
+                await wait_until(lambda: len(fake.messages) >= total, 300, "every message", 0.05)
             posts = [r for r in fake.requests if r.method == "POST" and "/messages" in r.path]
             messages = list(fake.messages)
         finally:

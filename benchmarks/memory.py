@@ -7,10 +7,10 @@ import asyncio
 import time
 from pathlib import Path
 
-from benchmarks.common import DMS_PER_TRAINING, Figure, SimProcess, seed, temp_dir, wait_for
+from benchmarks.common import DMS_PER_TRAINING, Figure, SimProcess, seed, temp_dir
 from benchmarks.discord_pacing import add_world, bot_env
 from tests.fakediscord import FakeDiscord
-from tests.harness import BotProcess
+from tests.harness import BotProcess, wait_until
 
 SETTLE = 10.0  # seconds of delivering after the cycle, still measured
 
@@ -42,7 +42,7 @@ async def run(quick: bool) -> list[Figure]:
                 async def cycle_done() -> bool:
                     return int((await sim.stats())["requests"]) >= trainings
 
-                await wait_for(cycle_done, 300, "a full poll cycle", 0.1)
+                await wait_until(cycle_done, 300, "a full poll cycle", 0.1)
                 cycle = time.monotonic() - started
                 await asyncio.sleep(SETTLE)
                 peak = peak_rss_mb(bot.proc.pid)

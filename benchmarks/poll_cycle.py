@@ -16,13 +16,13 @@ from benchmarks.common import (
     cpu_seconds,
     seed,
     temp_dir,
-    wait_for,
 )
 from benchmarks.simproc import training_id
 from bot.sdapi.client import SdApiClient
 from bot.sdapi.simulator import DEFAULT_KEY
 from bot.store import Store
 from bot.tracking.tracker import Tracker
+from tests.harness import wait_until
 
 CONCURRENCY = 16  # API_MAX_CONCURRENCY's default: the tracker's workers and the client's cap
 NAIVE_SAMPLE = 500
@@ -58,7 +58,7 @@ async def engine_cycle(db: Path, base_url: str, trainings: int) -> tuple[float, 
         cpu0, t0 = cpu_seconds(), time.perf_counter()
         tracker.start()
         try:
-            await wait_for(
+            await wait_until(
                 lambda: tracker.polls_done >= trainings,
                 120,
                 lambda: f"a full poll cycle ({tracker.polls_done} of {trainings} recorded)",

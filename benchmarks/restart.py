@@ -7,10 +7,10 @@ import shutil
 import statistics
 import time
 
-from benchmarks.common import DMS_PER_TRAINING, Figure, SimProcess, seed, temp_dir, wait_for
+from benchmarks.common import DMS_PER_TRAINING, Figure, SimProcess, seed, temp_dir
 from benchmarks.discord_pacing import add_world, bot_env
 from tests.fakediscord import FakeDiscord
-from tests.harness import BotProcess
+from tests.harness import BotProcess, wait_until
 
 ROUNDS = 3
 
@@ -39,7 +39,7 @@ async def run(quick: bool) -> list[Figure]:
                     async def polled() -> bool:
                         return (await sim.stats())["first_at"] is not None
 
-                    await wait_for(polled, 60, "the first poll", 0.01)
+                    await wait_until(polled, 60, "the first poll", 0.01)
                 finally:
                     await bot.kill()
                 times.append((await sim.stats())["first_at"] - started)

@@ -135,8 +135,13 @@ __all__ = [
 ]
 
 
-async def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    """Wait for a condition on state that offers no event (the store, the tracker's counters)."""
+async def wait_until(
+    predicate: Any, timeout: float = 10.0, what: Any = "condition", every: float = 0.02
+) -> None:
+    """Wait for a condition on state that offers no event (the store, the tracker's counters).
+
+    ``predicate`` may be sync or async; ``what`` (a string, or a callable giving one) names the
+    condition in the TimeoutError."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -146,5 +151,5 @@ async def wait_until(predicate: Any, timeout: float = 10.0, what: str = "conditi
         if result:
             return
         if loop.time() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+            raise TimeoutError(f"timed out waiting for {what() if callable(what) else what}")
+        await asyncio.sleep(every)
