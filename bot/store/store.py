@@ -502,27 +502,32 @@ class Store:
             raise LookupError(sub_id)
         return sub, already
 
-    async def get_subscription(self, sub_id: int) -> Subscription | None:
-        """One subscription with its training's state."""
+    async def _subscriptions(self, where: str, args: tuple[Any, ...]) -> list[Subscription]:
+        """Subscriptions matching ``where`` with their training's state, newest first."""
         rows = await self._db.execute_fetchall(
             f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions s LEFT JOIN trainings t "
-            "ON t.training_id = s.training_id AND t.key_ref = s.key_ref WHERE s.id = ?",
-            (sub_id,),
+            f"ON t.training_id = s.training_id AND t.key_ref = s.key_ref WHERE {where} "
+            "ORDER BY s.created_at DESC, s.id DESC",
+            args,
         )
-        return next((_subscription(r) for r in rows), None)
+        return [_subscription(r) for r in rows]
+
+    async def get_subscription(self, sub_id: int) -> Subscription | None:
+        """One subscription with its training's state."""
+        return next(iter(await self._subscriptions("s.id = ?", (sub_id,))), None)
 
     async def find_subscription(
         self, kind: SubscriptionKind, training_id: str, *, channel_id: int | None, user_id: int
     ) -> Subscription | None:
         """The subscription of a channel (or user's DM alert) to a training."""
-        target = "s.channel_id = ?" if kind is SubscriptionKind.CHANNEL else "s.user_id = ?"
-        rows = await self._db.execute_fetchall(
-            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions s LEFT JOIN trainings t "
-            "ON t.training_id = s.training_id AND t.key_ref = s.key_ref "
-            f"WHERE s.kind = ? AND s.training_id = ? AND {target}",
-            (kind.value, training_id, channel_id if kind is SubscriptionKind.CHANNEL else user_id),
-        )
-        return next((_subscription(r) for r in rows), None)
+        if kind is SubscriptionKind.CHANNEL:
+            where, target = (
+                "s.kind = 'channel' AND s.training_id = ? AND s.channel_id = ?",
+                channel_id,
+            )
+        else:
+            where, target = "s.kind = 'dm' AND s.training_id = ? AND s.user_id = ?", user_id
+        return next(iter(await self._subscriptions(where, (training_id, target))), None)
 
     async def remove_subscription(self, sub_id: int) -> None:
         """Delete a subscription and its undelivered messages."""
@@ -531,23 +536,11 @@ class Store:
 
     async def guild_subscriptions(self, guild_id: int) -> list[Subscription]:
         """A guild's channel subscriptions, newest first."""
-        rows = await self._db.execute_fetchall(
-            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions s LEFT JOIN trainings t "
-            "ON t.training_id = s.training_id AND t.key_ref = s.key_ref "
-            "WHERE s.kind = 'channel' AND s.guild_id = ? ORDER BY s.created_at DESC, s.id DESC",
-            (guild_id,),
-        )
-        return [_subscription(r) for r in rows]
+        return await self._subscriptions("s.kind = 'channel' AND s.guild_id = ?", (guild_id,))
 
     async def user_alerts(self, user_id: int) -> list[Subscription]:
         """A user's DM alerts, newest first."""
-        rows = await self._db.execute_fetchall(
-            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions s LEFT JOIN trainings t "
-            "ON t.training_id = s.training_id AND t.key_ref = s.key_ref "
-            "WHERE s.kind = 'dm' AND s.user_id = ? ORDER BY s.created_at DESC, s.id DESC",
-            (user_id,),
-        )
-        return [_subscription(r) for r in rows]
+        return await self._subscriptions("s.kind = 'dm' AND s.user_id = ?", (user_id,))
 
     async def pause_subscription(self, sub_id: int, reason: str, now: float) -> None:
         """Pause one subscription with a reason its users can see; drop what it had pending."""
