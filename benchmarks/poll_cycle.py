@@ -53,7 +53,13 @@ async def engine_cycle(db: Path, base_url: str, trainings: int) -> tuple[float, 
             max_concurrency_per_key=CONCURRENCY,
         )
         tracker = Tracker(
-            store, client, OneKey(), interval=3600.0, workers=CONCURRENCY, on_outbox=on_outbox
+            store,
+            client,
+            OneKey(),
+            interval=3600.0,
+            workers=CONCURRENCY,
+            per_key=CONCURRENCY,
+            on_outbox=on_outbox,
         )
         cpu0, t0 = cpu_seconds(), time.perf_counter()
         tracker.start()

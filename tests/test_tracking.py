@@ -393,3 +393,55 @@ async def test_unfollowed_training_is_not_polled(store, client, sim) -> None:
         await tracker.stop()
     assert sim.request_count() == before
     assert not await tracker.poll_soon("Alone00001")
+
+
+TWO_KEYS = {DEFAULT_KEY_REF: DEFAULT_KEY, "user:2": "second-key-0000"}
+
+
+class TwoKeys:
+    async def key_for(self, key_ref: str) -> str | None:
+        return TWO_KEYS.get(key_ref)
+
+    def missing_reason(self, key_ref: str) -> str:
+        return "missing"
+
+
+async def test_a_slow_key_does_not_starve_another(store: Store, sim: Simulator) -> None:
+    slow = [f"SlowKey{i:03d}" for i in range(8)]
+    fast = [f"FastKey{i:03d}" for i in range(3)]
+    for tid in slow:
+        sim.add_training(tid, stage=1)
+        sim.inject(Fault.HANG, count=None, training_id=tid)
+    for tid in fast:
+        sim.add_training(tid, stage=1, key=TWO_KEYS["user:2"])
+    now = time.time()
+    # Slow trainings are due first, so they are first in the queue.
+    await store.apply_updates(
+        [TrainingUpdate(t, DEFAULT_KEY_REF, now - 10, ok=True) for t in slow]
+        + [TrainingUpdate(t, "user:2", now - 5, ok=True) for t in fast],
+        now,
+    )
+    for i, tid in enumerate(slow + fast):
+        await store.subscribe(
+            kind=SubscriptionKind.CHANNEL,
+            guild_id=1,
+            channel_id=100 + i,
+            user_id=2,
+            training_id=tid,
+            key_ref="user:2" if tid in fast else DEFAULT_KEY_REF,
+            limit=100,
+            now=now,
+        )
+    async with aiohttp.ClientSession() as session:
+        client = SdApiClient(session, sim.base_url, timeout=30, max_concurrency_per_key=1)
+        tracker = Tracker(store, client, TwoKeys(), interval=60, workers=4, per_key=1)
+        tracker.start()
+        try:
+            for tid in fast:
+                await sim.wait_for_requests(1, training_id=tid, timeout=10)
+            # The slow key never had more than its one slot in flight.
+            assert sum(sim.request_count(t) for t in slow) == 1
+        finally:
+            sim.clear_faults()
+            sim.release_hangs()
+            await tracker.stop()

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -75,6 +76,7 @@ class Tracker:
         not_found_confirmations: int = 3,
         not_found_window: float = 300.0,
         workers: int = 16,
+        per_key: int = 4,
         lease: float = 120.0,
         batch_size: int = 500,
         clock: Clock = time.time,
@@ -89,6 +91,7 @@ class Tracker:
         self._nf_confirmations = not_found_confirmations
         self._nf_window = not_found_window
         self._workers = workers
+        self._per_key = per_key
         self._lease = lease
         self._batch_size = batch_size
         self._clock = clock
@@ -98,6 +101,10 @@ class Tracker:
         self._wake = asyncio.Event()
         self._queue: asyncio.Queue[Training] = asyncio.Queue()
         self._results: asyncio.Queue[TrainingUpdate] = asyncio.Queue()
+        # Polls in flight per key, and trainings set aside while their key has no free slot:
+        # a worker never waits on one busy key while another key's trainings are due.
+        self._busy: Counter[str] = Counter()
+        self._parked: dict[str, deque[Training]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.last_tick: float | None = None
         self.polls_done = 0
@@ -167,7 +174,9 @@ class Tracker:
 
     async def _work(self) -> None:
         while True:
-            training = await self._queue.get()
+            training = await self._take()
+            key_ref = training.key_ref
+            self._busy[key_ref] += 1
             try:
                 update = await self._poll(training)
             except asyncio.CancelledError:
@@ -176,8 +185,32 @@ class Tracker:
                 # One bad training never stops the others; its lease makes it due again.
                 log.exception("polling %s failed unexpectedly", training.training_id)
                 continue
+            finally:
+                self._release(key_ref)
             if update is not None:
                 self._results.put_nowait(update)
+
+    async def _take(self) -> Training:
+        """The next training whose key has a free slot; others wait parked, in order."""
+        while True:
+            training = await self._queue.get()
+            key_ref = training.key_ref
+            if self._busy[key_ref] < self._per_key:
+                return training
+            # Parked only while the key's slots are all taken: one of those polls will finish
+            # and hand it back (see _release).
+            self._parked.setdefault(key_ref, deque()).append(training)
+
+    def _release(self, key_ref: str) -> None:
+        """A poll of this key finished: hand its oldest parked training back to the queue."""
+        self._busy[key_ref] -= 1
+        if not self._busy[key_ref]:
+            del self._busy[key_ref]
+        parked = self._parked.get(key_ref)
+        if parked:
+            self._queue.put_nowait(parked.popleft())
+            if not parked:
+                del self._parked[key_ref]
 
     async def _write(self) -> None:
         while True:
