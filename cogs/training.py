@@ -33,6 +33,23 @@ TRAINING_ID = app_commands.describe(
     training_id="The training id the API returned when the training was created"
 )
 Interaction = discord.Interaction[TunewatchBot]
+AUTOCOMPLETE_CHOICES = 25  # Discord's maximum
+
+
+async def known_training_ids(
+    interaction: Interaction, current: str
+) -> list[app_commands.Choice[str]]:
+    """Suggest the trainings this server's channels or this member follow(ed)."""
+    ids = await interaction.client.store.known_training_ids(
+        guild_id=interaction.guild_id,
+        user_id=interaction.user.id,
+        prefix=current.strip(),
+        limit=AUTOCOMPLETE_CHOICES,
+    )
+    return [app_commands.Choice(name=training_id, value=training_id) for training_id in ids]
+
+
+AUTOCOMPLETE_ID = app_commands.autocomplete(training_id=known_training_ids)
 
 
 class TrainingCog(commands.Cog):
@@ -100,6 +117,7 @@ class TrainingCog(commands.Cog):
         name="training-status", description="Show a training's state, steps, ETA and log"
     )
     @TRAINING_ID
+    @AUTOCOMPLETE_ID
     async def training_status(self, interaction: Interaction, training_id: str) -> None:
         """Answer with the training's current status."""
         fetched = await self._fetch(interaction, training_id)
@@ -116,6 +134,7 @@ class TrainingCog(commands.Cog):
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_channels=True)
     @TRAINING_ID
+    @AUTOCOMPLETE_ID
     async def training_subscribe(self, interaction: Interaction, training_id: str) -> None:
         """Subscribe the channel the command is used in."""
         perms = interaction.app_permissions
@@ -180,6 +199,7 @@ class TrainingCog(commands.Cog):
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_channels=True)
     @TRAINING_ID
+    @AUTOCOMPLETE_ID
     async def training_unsubscribe(self, interaction: Interaction, training_id: str) -> None:
         """Remove this channel's subscription."""
         try:
@@ -211,6 +231,7 @@ class TrainingCog(commands.Cog):
         name="training-notify", description="Get a DM when a training is ready, or if it fails"
     )
     @TRAINING_ID
+    @AUTOCOMPLETE_ID
     async def training_notify(self, interaction: Interaction, training_id: str) -> None:
         """Create a DM alert for the user."""
         fetched = await self._fetch(interaction, training_id, ephemeral=True)

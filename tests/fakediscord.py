@@ -711,6 +711,39 @@ class FakeDiscord:
         payload["data"] = data
         return await self._send_interaction(payload)
 
+    async def autocomplete(
+        self,
+        name: str,
+        options: dict[str, Any],
+        *,
+        focused: str,
+        guild_id: int | None,
+        channel_id: int,
+        user_id: int,
+        permissions: int = 0,
+    ) -> Interaction:
+        """Send an APPLICATION_COMMAND_AUTOCOMPLETE (type 4) while ``focused`` is being typed;
+        the bot answers with callback type 8 and ``data.choices``."""
+        command, guild_synced = self._find_command(name, guild_id)
+        payload = self._base_interaction(
+            4, guild_id=guild_id, channel_id=channel_id, user_id=user_id, permissions=permissions
+        )
+        typed, _ = self._typed_options((command or {}).get("options", []), options)
+        for option in typed:
+            if option["name"] == focused:
+                option["focused"] = True
+                option["value"] = str(option["value"])
+        data: dict[str, Any] = {
+            "id": str(command["id"]) if command else str(self.snowflake()),
+            "name": name,
+            "type": 1,
+            "options": typed,
+        }
+        if guild_synced and guild_id is not None:
+            data["guild_id"] = str(guild_id)
+        payload["data"] = data
+        return await self._send_interaction(payload)
+
     async def submit_modal(
         self,
         custom_id: str,

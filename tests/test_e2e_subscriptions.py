@@ -411,3 +411,35 @@ async def test_archived_thread_pauses_and_refused_payload_skips_one_message(
     await wait_until(archived_paused, what="the thread subscription paused")
     # The refused message was given up; the next one still went out.
     assert titles(step_messages(fake, other)) == ["Archive001 · Step 3: Model Compressing"]
+
+
+async def test_training_id_autocomplete_suggests_followed_trainings(
+    bot: TunewatchBot, fake: FakeDiscord, sim: Simulator
+) -> None:
+    for tid in ("AutoAbc001", "AutoAbc002", "Other_0001"):
+        sim.add_training(tid, stage=1)
+        await subscribe(fake, tid)
+    sim.add_training("MineOnly01", stage=1)
+    await notify(fake, "MineOnly01", USER + 7)
+
+    async def choices(user: int, current: str, command: str = "training-status") -> list[str]:
+        interaction = await fake.autocomplete(
+            command,
+            {"training_id": current},
+            focused="training_id",
+            guild_id=GUILD,
+            channel_id=CHANNEL,
+            user_id=user,
+        )
+        response = await interaction.wait_response()
+        assert response["type"] == 8
+        assert not interaction.late
+        return [c["value"] for c in response["data"]["choices"]]
+
+    assert await choices(USER, "Auto") == ["AutoAbc002", "AutoAbc001"]
+    assert await choices(USER, "") == ["Other_0001", "AutoAbc002", "AutoAbc001"]
+    assert await choices(USER, "%") == []  # LIKE wildcards are literal
+    assert await choices(USER, "Other_") == ["Other_0001"]
+    # A member's own DM alerts are suggested to them, in any server; others' are not.
+    assert "MineOnly01" in await choices(USER + 7, "", "training-notify")
+    assert "MineOnly01" not in await choices(USER, "")

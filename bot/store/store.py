@@ -529,6 +529,21 @@ class Store:
             where, target = "s.kind = 'dm' AND s.training_id = ? AND s.user_id = ?", user_id
         return next(iter(await self._subscriptions(where, (training_id, target))), None)
 
+    async def known_training_ids(
+        self, *, guild_id: int | None, user_id: int, prefix: str, limit: int
+    ) -> list[str]:
+        """Training ids this guild's channels or this user follow(ed), newest first, starting
+        with ``prefix`` (for autocomplete)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = await self._db.execute_fetchall(
+            "SELECT training_id FROM subscriptions "
+            "WHERE ((kind = 'channel' AND guild_id IS ?) OR user_id = ?) "
+            "AND training_id LIKE ? ESCAPE '\\' "
+            "GROUP BY training_id ORDER BY MAX(created_at) DESC LIMIT ?",
+            (guild_id, user_id, f"{escaped}%", limit),
+        )
+        return [str(r[0]) for r in rows]
+
     async def remove_subscription(self, sub_id: int) -> None:
         """Delete a subscription and its undelivered messages."""
         async with self._transaction() as db:
