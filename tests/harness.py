@@ -78,13 +78,17 @@ class BotProcess:
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SD_API"))}
+        # Only the settings the test chose: nothing from the environment, and no .env (the
+        # process runs beside its database, not in the checkout where a developer's .env lives).
+        names = set(Settings.model_fields)
+        env = {k: v for k, v in os.environ.items() if k not in names}
         env.update(self.env)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "bot",
-            cwd=str(ROOT),
+            cwd=str(Path(self.env["DATABASE_PATH"]).parent),
             env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
