@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from typing import Any
 
 import aiohttp
@@ -82,7 +81,6 @@ class TunewatchBot(commands.Bot):
         self.session: aiohttp.ClientSession | None = None
         self.deliverer = None
         self.ops_server: OpsServer | None = None
-        self.started_at = time.time()
 
     async def setup_hook(self) -> None:
         """Open the store and session, build the engine, load the cog, sync commands."""

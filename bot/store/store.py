@@ -75,6 +75,22 @@ def _training(row: aiosqlite.Row) -> Training:
     )
 
 
+def _event(row: Sequence[Any]) -> Event:
+    """An Event from columns seq, kind, number, label, steps_to_go, eta_minutes, raw, detail,
+    late, in that order."""
+    return Event(
+        seq=row[0],
+        kind=EventKind(row[1]),
+        number=row[2],
+        label=row[3],
+        steps_to_go=row[4],
+        eta_minutes=row[5],
+        raw=row[6],
+        detail=row[7],
+        late=bool(row[8]),
+    )
+
+
 def _subscription(row: aiosqlite.Row) -> Subscription:
     return Subscription(
         id=row[0],
@@ -625,17 +641,7 @@ class Store:
                 attempts=r[7],
                 next_attempt_at=r[8],
                 created_at=r[9],
-                event=Event(
-                    seq=r[10],
-                    kind=EventKind(r[11]),
-                    number=r[12],
-                    label=r[13],
-                    steps_to_go=r[14],
-                    eta_minutes=r[15],
-                    raw=r[16],
-                    detail=r[17],
-                    late=bool(r[18]),
-                ),
+                event=_event(r[10:19]),
             )
             if current and current[0].subscription_id != delivery.subscription_id:
                 groups.append(current)
@@ -696,28 +702,6 @@ class Store:
             "SELECT status, COUNT(*) FROM deliveries GROUP BY status"
         )
         return {str(k): int(n) for k, n in rows}
-
-    async def events_of(self, training_id: str, key_ref: str) -> list[Event]:
-        """Every recorded event of a training, in order."""
-        rows = await self._db.execute_fetchall(
-            "SELECT seq, kind, number, label, steps_to_go, eta_minutes, raw, detail, late "
-            "FROM events WHERE training_id = ? AND key_ref = ? ORDER BY seq",
-            (training_id, key_ref),
-        )
-        return [
-            Event(
-                seq=r[0],
-                kind=EventKind(r[1]),
-                number=r[2],
-                label=r[3],
-                steps_to_go=r[4],
-                eta_minutes=r[5],
-                raw=r[6],
-                detail=r[7],
-                late=bool(r[8]),
-            )
-            for r in rows
-        ]
 
 
 def _unique_chunks(updates: Sequence[TrainingUpdate]) -> list[list[TrainingUpdate]]:
