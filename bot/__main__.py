@@ -24,8 +24,9 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-8s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # discord.py logs each request at DEBUG with the URL; keep it quieter than ours.
-    logging.getLogger("discord.http").setLevel(max(logging.INFO, logging.getLevelName(level)))
+    # discord.py's DEBUG output holds raw gateway events and request bodies, and so whatever a
+    # member typed into a modal (their API key): it never goes below INFO, whatever LOG_LEVEL.
+    logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLevelName(level)))
 
 
 def run_bot(settings: Settings) -> int:

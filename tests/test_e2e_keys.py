@@ -374,3 +374,25 @@ async def test_key_commands_are_registered_as_one_group(
     assert {o["name"] for o in group["options"]} == {"set", "clear", "show"}
     assert all(o["type"] == 1 and not o.get("options") for o in group["options"])
     assert group["default_member_permissions"] is None
+
+
+async def test_debug_logging_of_the_process_never_shows_a_typed_key(
+    fake: FakeDiscord, sim: Simulator, db_path: Path
+) -> None:
+    """`python -m bot` with LOG_LEVEL=DEBUG: discord.py's raw DEBUG payloads would carry the
+    modal's contents, so they stay off."""
+    from tests.harness import BotProcess
+
+    env = settings_for(fake, sim, db_path, TUNEWATCH_SECRET=SECRET, LOG_LEVEL="DEBUG")
+    process = BotProcess(env)
+    await process.start()
+    try:
+        await fake.wait_for(lambda f: f.identify_count == 1, timeout=30, what="READY")
+        final, _ = await set_key(fake, USER_KEY)
+        assert "Saved your API key" in text_of(final)
+    finally:
+        await process.kill()
+    assert "DEBUG" in process.log  # tunewatch's own modules did log at DEBUG
+    assert USER_KEY not in process.log
+    assert USER_KEY[:12] not in process.log
+    assert DEFAULT_KEY not in process.log
