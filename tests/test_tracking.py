@@ -276,7 +276,9 @@ async def test_backoff_grows_and_is_capped_and_keeps_the_subscription(store, cli
     times = [r.at for r in sim.requests if r.training_id == "Backoff001"][1:]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps[-1] > gaps[0] * 2  # exponential...
-    assert max(gaps) < 0.4 * 1.1 + 0.2  # ...and capped (jitter and scheduling slack allowed)
+    # ...and capped: uncapped, the last gaps would be 0.05 * 2**7 = 6.4 s; the slack is for a
+    # loaded machine.
+    assert max(gaps) < 1.5, gaps
     training = await store.get_training("Backoff001", DEFAULT_KEY_REF)
     assert training is not None
     assert training.consecutive_errors >= 7
