@@ -447,3 +447,41 @@ async def test_a_slow_key_does_not_starve_another(store: Store, sim: Simulator) 
             sim.clear_faults()
             sim.release_hangs()
             await tracker.stop()
+
+
+async def test_a_training_declared_unknown_can_be_followed_again(store, client, sim) -> None:
+    training = sim.add_training("Revive0001", stage=1)
+    tracker = make_tracker(store, client, not_found_confirmations=1, not_found_window=0.0)
+    await tracker.ingest(
+        "Revive0001", DEFAULT_KEY_REF, await client.fine_tune_status("Revive0001", DEFAULT_KEY)
+    )
+    sub = await subscribe(store, "Revive0001")
+    sim.inject(Fault.NOT_FOUND, count=None, training_id="Revive0001")
+    tracker.start()
+    try:
+        await wait_until(lambda: _terminal(store, "Revive0001"), what="declared unknown")
+    finally:
+        await tracker.stop()
+    notifier = RecordingNotifier()
+    await Deliverer(store, notifier, instance_id="abcd1234").drain_once()
+    assert [kind for _, _, kind, _ in notifier.sent] == [EventKind.UNKNOWN]
+
+    # The API knows it again: a new subscription (which ingests the status) follows it anew.
+    sim.clear_faults()
+    await tracker.ingest(
+        "Revive0001", DEFAULT_KEY_REF, await client.fine_tune_status("Revive0001", DEFAULT_KEY)
+    )
+    again = await subscribe(store, "Revive0001")
+    assert again.id == sub.id
+    assert again.status is SubscriptionStatus.ACTIVE
+    training.advance(6)
+    tracker.start()
+    try:
+        await wait_until(lambda: _terminal(store, "Revive0001"), what="ready")
+    finally:
+        await tracker.stop()
+    row = await store.get_training("Revive0001", DEFAULT_KEY_REF)
+    assert row is not None
+    assert row.terminal is EventKind.READY
+    await Deliverer(store, notifier, instance_id="abcd1234").drain_once()
+    assert [kind for _, _, kind, _ in notifier.sent][-1] is EventKind.READY

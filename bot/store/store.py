@@ -329,10 +329,15 @@ class Store:
         ok_rows: list[tuple[Any, ...]] = []
         failed_rows: list[tuple[Any, ...]] = []
         delivery_rows: list[tuple[Any, ...]] = []
+        revived: list[tuple[str, str]] = []
         for update in updates:
             key = (update.training_id, update.key_ref)
             last_seq, terminal = known.get(key, (-1, None))
-            if terminal is not None:
+            if terminal == EventKind.UNKNOWN.value and update.ok:
+                # Declared unknown after repeated "not found", yet the API answers for it
+                # again (created late, or an API hiccup): follow it anew.
+                revived.append(key)
+            elif terminal is not None:
                 # Nothing is recorded after the terminal event.
                 continue
             events = [e for e in update.events if e.seq > last_seq]
@@ -389,6 +394,13 @@ class Store:
                         finished_at,
                         *key,
                     )
+                )
+        if revived:
+            # The terminal slot must be free for the real outcome (and its deliveries).
+            for table in ("deliveries", "events"):
+                await db.executemany(
+                    f"DELETE FROM {table} WHERE training_id = ? AND key_ref = ? AND seq = ?",
+                    [(*key, TERMINAL_SEQ) for key in revived],
                 )
         if event_rows:
             await db.executemany(
