@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.config import Settings
 from bot.sdapi.simulator import Simulator
 from tests.fakediscord import FakeDiscord
 from tests.harness import CHANNEL, GUILD
@@ -15,6 +16,13 @@ from tests.harness import CHANNEL, GUILD
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "allow_errors: the test expects ERROR log records")
+
+
+@pytest.fixture(autouse=True)
+def _no_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's exported DISCORD_TOKEN or LOG_LEVEL must not change what a test sees."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
