@@ -114,6 +114,28 @@ class BotProcess:
         return self.output.decode(errors="replace")
 
 
+async def subscribe(
+    fake: FakeDiscord,
+    training_id: str,
+    channel_id: int = CHANNEL,
+    *,
+    user_id: int = USER,
+    permissions: int = MANAGE_CHANNELS,
+) -> dict[str, Any]:
+    """/training-subscribe in a channel, as a channel manager; returns what the member sees."""
+    interaction = await fake.invoke(
+        "training-subscribe",
+        {"training_id": training_id},
+        guild_id=GUILD,
+        channel_id=channel_id,
+        user_id=user_id,
+        permissions=permissions,
+    )
+    final = await interaction.wait_final(timeout=20)
+    assert not interaction.late
+    return final
+
+
 def step_messages(fake: FakeDiscord, channel_id: int) -> list[Message]:
     """Messages the tracker posted (not interaction answers) in a channel."""
     return [m for m in fake.messages_in(channel_id) if m.interaction_id is None]
@@ -134,6 +156,7 @@ __all__ = [
     "running_bot",
     "settings_for",
     "step_messages",
+    "subscribe",
     "titles",
     "wait_until",
 ]

@@ -13,11 +13,10 @@ from tests.fakediscord import FakeDiscord
 from tests.harness import (
     CHANNEL,
     GUILD,
-    MANAGE_CHANNELS,
-    USER,
     BotProcess,
     settings_for,
     step_messages,
+    subscribe,
     titles,
 )
 
@@ -47,15 +46,7 @@ async def test_kill_mid_delivery_and_restart(
     try:
         await fake.wait_for(lambda f: f.identify_count == 1, timeout=30, what="first READY")
         for channel in channels:
-            interaction = await fake.invoke(
-                "training-subscribe",
-                {"training_id": "Restart001"},
-                guild_id=GUILD,
-                channel_id=channel,
-                user_id=USER,
-                permissions=MANAGE_CHANNELS,
-            )
-            assert "Subscribed" in (await interaction.wait_final(timeout=20))["content"]
+            assert "Subscribed" in (await subscribe(fake, "Restart001", channel))["content"]
 
         # Discord receives step 2 for the first channel, but the bot dies before it hears back
         # and before it can write the "sent" mark.

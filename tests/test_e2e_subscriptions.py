@@ -21,6 +21,7 @@ from tests.harness import (
     running_bot,
     settings_for,
     step_messages,
+    subscribe,
     titles,
     wait_until,
 )
@@ -41,21 +42,6 @@ async def bot(fake: FakeDiscord, sim: Simulator, db_path: Path) -> AsyncIterator
     env = settings_for(fake, sim, db_path, MAX_BACKOFF_SECONDS="0.5")
     async with running_bot(env) as running:
         yield running
-
-
-async def subscribe(fake: FakeDiscord, training_id: str, channel_id: int = CHANNEL, **kw) -> dict:
-    interaction = await fake.invoke(
-        "training-subscribe",
-        {"training_id": training_id},
-        guild_id=GUILD,
-        channel_id=channel_id,
-        user_id=kw.pop("user_id", USER),
-        permissions=kw.pop("permissions", MANAGE_CHANNELS),
-        **kw,
-    )
-    final = await interaction.wait_final(timeout=20)
-    assert not interaction.late
-    return final
 
 
 async def notify(fake: FakeDiscord, training_id: str, user_id: int) -> dict:

@@ -19,11 +19,11 @@ from tests.fakediscord import FakeDiscord
 from tests.harness import (
     CHANNEL,
     GUILD,
-    MANAGE_CHANNELS,
     USER,
     running_bot,
     settings_for,
     step_messages,
+    subscribe,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -57,23 +57,11 @@ def url(bot: TunewatchBot, path: str) -> str:
     return f"http://127.0.0.1:{bot.ops_server.port}{path}"
 
 
-async def subscribe(fake: FakeDiscord, training_id: str) -> None:
-    interaction = await fake.invoke(
-        "training-subscribe",
-        {"training_id": training_id},
-        guild_id=GUILD,
-        channel_id=CHANNEL,
-        user_id=USER,
-        permissions=MANAGE_CHANNELS,
-    )
-    assert "Subscribed" in (await interaction.wait_final(timeout=20))["content"]
-
-
 async def test_webhook_delivers_the_step_within_two_seconds(
     bot: TunewatchBot, fake: FakeDiscord, sim: Simulator, http: aiohttp.ClientSession
 ) -> None:
     training = sim.add_training("Hooked0001", stage=1)
-    await subscribe(fake, "Hooked0001")
+    assert "Subscribed" in (await subscribe(fake, "Hooked0001"))["content"]
     training.advance()
     payload = {
         "status": "success",
@@ -147,7 +135,7 @@ async def test_duplicate_webhooks_poll_once(
     bot: TunewatchBot, fake: FakeDiscord, sim: Simulator, http: aiohttp.ClientSession
 ) -> None:
     training = sim.add_training("Twice00001", stage=1)
-    await subscribe(fake, "Twice00001")
+    assert "Subscribed" in (await subscribe(fake, "Twice00001"))["content"]
     before = sim.request_count("Twice00001")
     training.advance()
     payload = {"model_id": "Twice00001", "training_status": "training_success"}
@@ -166,7 +154,7 @@ async def test_healthz_ok_and_metrics(
     bot: TunewatchBot, fake: FakeDiscord, sim: Simulator, http: aiohttp.ClientSession
 ) -> None:
     sim.add_training("Metric0001", stage=1)
-    await subscribe(fake, "Metric0001")
+    assert "Subscribed" in (await subscribe(fake, "Metric0001"))["content"]
     async with http.get(url(bot, "/healthz")) as response:
         assert response.status == 200
         body = await response.json()
