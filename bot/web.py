@@ -109,7 +109,9 @@ class OpsServer:
         if not self._deps.gateway_connected():
             problems.append("gateway not connected")
         try:
-            if not await asyncio.wait_for(self._deps.store.ping(), 2.0):
+            async with asyncio.timeout(2.0):
+                answered = await self._deps.store.ping()
+            if not answered:
                 problems.append("database not answering")
         except Exception as exc:  # any failure to answer is the finding itself
             problems.append(f"database error: {type(exc).__name__}")

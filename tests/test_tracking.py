@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -485,3 +486,38 @@ async def test_a_training_declared_unknown_can_be_followed_again(store, client, 
     assert row.terminal is EventKind.READY
     await Deliverer(store, notifier, instance_id="abcd1234").drain_once()
     assert [kind for _, _, kind, _ in notifier.sent][-1] is EventKind.READY
+
+
+# -- stopping ------------------------------------------------------------------------------
+
+
+async def parked(event: asyncio.Event) -> None:
+    """Wait until a loop sits in ``await event.wait()`` (asyncio keeps no public count)."""
+    await wait_until(lambda: bool(event._waiters), what="the loop to wait for its wake-up")
+
+
+async def stops(stop: Any) -> None:
+    """``stop()`` returns (a hang shows as a failure, not as a test that never ends)."""
+    stopping = asyncio.create_task(stop())
+    done, _ = await asyncio.wait({stopping}, timeout=5)
+    assert done, "stop() did not return: a loop swallowed its cancellation"
+    stopping.result()
+
+
+async def test_tracker_stops_when_woken_just_before(store, client) -> None:
+    # asyncio.wait_for in Python 3.11 swallows a cancellation that arrives together with the
+    # result it waits for: a wake-up right before stop() left the scheduler running and stop()
+    # waiting on it for ever (seen as a benchmark that hung after its last figure).
+    tracker = make_tracker(store, client)
+    tracker.start()
+    await parked(tracker._wake)
+    tracker.wake()
+    await stops(tracker.stop)
+
+
+async def test_deliverer_stops_when_woken_just_before(store: Store) -> None:
+    deliverer = Deliverer(store, RecordingNotifier(), instance_id="abcd1234")
+    deliverer.start()
+    await parked(deliverer._wake)
+    deliverer.wake()
+    await stops(deliverer.stop)

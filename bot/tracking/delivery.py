@@ -4,7 +4,6 @@ and writes the "sent" mark only after the send."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -13,6 +12,7 @@ from typing import Protocol
 
 from bot import metrics
 from bot.store import Delivery, Store
+from bot.tracking.loops import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,8 @@ class Deliverer:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # gather: a cancellation of stop() itself is not swallowed with the task's own.
+            await asyncio.gather(task, return_exceptions=True)
         await self._flush_now()
 
     def wake(self) -> None:
@@ -113,8 +113,7 @@ class Deliverer:
                     continue
                 next_at = await self._store.next_delivery_at()
                 delay = 30.0 if next_at is None else min(30.0, max(0.0, next_at - self._clock()))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                await wait_event(self._wake, delay)
             except asyncio.CancelledError:
                 raise
             except Exception:

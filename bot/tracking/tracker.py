@@ -4,7 +4,6 @@ per cycle however many channels and users follow it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -17,6 +16,7 @@ from bot.sdapi.client import SdApiClient
 from bot.sdapi.errors import RateLimited, SdApiError, TrainingNotFound
 from bot.sdapi.status import TrainingStatus
 from bot.store import TERMINAL_SEQ, Event, EventKind, Store, Training, TrainingUpdate
+from bot.tracking.loops import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +125,8 @@ class Tracker:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # gather: a cancellation of stop() itself is not swallowed with the tasks' own.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def wake(self) -> None:
         """Look for due trainings now (a subscription was added or a webhook arrived)."""
@@ -164,8 +163,7 @@ class Tracker:
                 next_at = await self._store.next_poll_at()
                 delay = 5.0 if next_at is None else min(5.0, max(0.0, next_at - now))
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                await wait_event(self._wake, delay)
             except asyncio.CancelledError:
                 raise
             except Exception:
