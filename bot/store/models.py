@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 # The terminal event sorts after every step line of the log.
 TERMINAL_SEQ = 1_000_000_000
@@ -54,9 +55,12 @@ class Event:
     late: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Training:
-    """One tracked training as the database knows it."""
+class Training(NamedTuple):
+    """One tracked training as the database knows it.
+
+    A named tuple rather than a frozen dataclass: the scheduler builds thousands a second, and
+    a frozen dataclass sets each of its fourteen fields through ``object.__setattr__``.
+    """
 
     training_id: str
     key_ref: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import sqlite3
@@ -44,8 +45,89 @@ _NEEDS_POLL = (
 )
 
 
-# Bound parameters per statement (SQLite's limit is far higher; this keeps statements small).
-_MAX_PARAMS = 500
+# UPDATE ... FROM (3.33) and the JSON functions the batched statements use.
+MIN_SQLITE = (3, 35, 0)
+
+
+def _row_columns(n: int) -> str:
+    """The ``n`` columns of one row of a JSON parameter read through ``json_each(?) AS j``."""
+    return ", ".join(f"json_extract(j.value, '$[{i}]')" for i in range(n))
+
+
+def _update_trainings(assignments: Sequence[str], extra: str = "") -> str:
+    """UPDATE of many trainings from one JSON parameter of rows ``[training_id, key_ref, *values]``.
+
+    Each assignment is a column name (set to its value) or a template with ``{}`` where the
+    value goes; ``extra`` holds assignments that are the same for every row.
+    """
+    sets = []
+    for i, assignment in enumerate(assignments, start=2):
+        value = f"json_extract(j.value, '$[{i}]')"
+        sets.append(assignment.format(value) if "{}" in assignment else f"{assignment} = {value}")
+    if extra:
+        sets.append(extra)
+    return (
+        f"UPDATE trainings SET {', '.join(sets)} FROM json_each(?) AS j "
+        "WHERE trainings.training_id = json_extract(j.value, '$[0]') "
+        "AND trainings.key_ref = json_extract(j.value, '$[1]')"
+    )
+
+
+# A successful poll: the row's new state; the error and "not found" counts start over.
+# Parameters: last_ok_at, then the rows.
+_UPDATE_OK = _update_trainings(
+    [
+        "state",
+        "last_seq",
+        "eta_minutes",
+        "total_steps = COALESCE({}, trainings.total_steps)",
+        "terminal",
+        "failure_reason",
+        "next_poll_at",
+        "finished_at",
+    ],
+    "consecutive_errors = 0, last_error = NULL, not_found_count = 0, "
+    "first_not_found_at = NULL, last_ok_at = ?",
+)
+# A failed poll: when to try again and why; the last good state stays.
+_UPDATE_FAILED = _update_trainings(
+    [
+        "next_poll_at",
+        "consecutive_errors",
+        "last_error",
+        "not_found_count",
+        "first_not_found_at",
+        "terminal",
+        "failure_reason",
+        "finished_at",
+    ]
+)
+
+
+def _rows_param(rows: Sequence[Sequence[Any]]) -> str:
+    """Rows as ONE bound parameter (a JSON array of arrays) for a set-wise statement.
+
+    The hot paths pass their rows this way instead of ``executemany``, and read many rows back
+    as one ``json_group_array`` value: Python's sqlite3 releases and takes back the GIL around
+    every row it steps, and while the event loop holds it, the database thread waits for each
+    row. One statement is one step, whatever the number of rows.
+    """
+    return json.dumps(rows, separators=(",", ":"))
+
+
+async def _select_rows(
+    db: aiosqlite.Connection, columns: str, query: str, params: Sequence[Any]
+) -> list[list[Any]]:
+    """The rows of ``query`` (which selects ``columns``), fetched as one JSON value.
+
+    REAL columns come back with 15 significant digits (about 10 microseconds for a Unix
+    time), which is all a schedule needs.
+    """
+    rows = await db.execute_fetchall(
+        f"SELECT json_group_array(json_array({columns})) FROM ({query})", params
+    )
+    result: list[list[Any]] = json.loads(next(iter(rows))[0])
+    return result
 
 
 class LimitReached(Exception):
@@ -56,23 +138,11 @@ class LimitReached(Exception):
         self.limit = limit
 
 
-def _training(row: aiosqlite.Row) -> Training:
-    return Training(
-        training_id=row[0],
-        key_ref=row[1],
-        state=row[2],
-        last_seq=row[3],
-        eta_minutes=row[4],
-        total_steps=row[5],
-        terminal=EventKind(row[6]) if row[6] else None,
-        failure_reason=row[7],
-        next_poll_at=row[8],
-        consecutive_errors=row[9],
-        last_error=row[10],
-        not_found_count=row[11],
-        first_not_found_at=row[12],
-        last_ok_at=row[13],
-    )
+def _training(row: Sequence[Any]) -> Training:
+    """A Training from the columns of ``_TRAINING_COLUMNS``, in that order."""
+    if row[6] is None:
+        return Training._make(row)
+    return Training._make((*row[:6], EventKind(row[6]), *row[7:]))
 
 
 def _event(row: Sequence[Any]) -> Event:
@@ -120,12 +190,21 @@ class Store:
     @classmethod
     async def open(cls, path: str | Path) -> Store:
         """Open (creating if needed) the database and apply pending migrations."""
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise RuntimeError(
+                f"tunewatch needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer (UPDATE ... "
+                f"FROM, JSON functions); this Python has SQLite {sqlite3.sqlite_version}."
+            )
         db = await aiosqlite.connect(str(path), isolation_level=None)
         try:
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")
             await db.execute("PRAGMA foreign_keys = ON")
             await db.execute("PRAGMA busy_timeout = 5000")
+            # Up to 64 MiB of pages cached (SQLite's default is 2 MiB): a poll cycle updates
+            # rows all over the trainings table, and pages evicted between two batches cost a
+            # read each time. The cache only grows as pages are used.
+            await db.execute("PRAGMA cache_size = -65536")
             store = cls(db)
             await store._migrate()
         except BaseException:
@@ -237,23 +316,29 @@ class Store:
         return None if row is None else _training(row)
 
     async def claim_due(self, now: float, *, lease_until: float, limit: int) -> list[Training]:
-        """Trainings due for a poll, earliest first, leased until ``lease_until``.
+        """Trainings due for a poll, earliest first, leased until ``lease_until`` (their
+        ``next_poll_at``).
 
         The lease keeps the scheduler from handing a training out twice while its poll is in
         flight; if the process dies, the lease runs out and the training is polled again.
         """
         async with self._transaction() as db:
-            rows = await db.execute_fetchall(
+            rows = await _select_rows(
+                db,
+                _TRAINING_COLUMNS,
                 f"SELECT {_TRAINING_COLUMNS} FROM trainings t WHERE t.next_poll_at <= ? AND "
                 f"{_NEEDS_POLL} ORDER BY t.next_poll_at LIMIT ?",
                 (now, limit),
             )
-            due = [_training(r) for r in rows]
-            await db.executemany(
-                "UPDATE trainings SET next_poll_at = ? WHERE training_id = ? AND key_ref = ?",
-                [(lease_until, t.training_id, t.key_ref) for t in due],
-            )
-        return due
+            if rows:
+                await db.execute(
+                    "UPDATE trainings SET next_poll_at = ? WHERE (training_id, key_ref) IN "
+                    f"(SELECT {_row_columns(2)} FROM json_each(?) AS j)",
+                    (lease_until, _rows_param([r[:2] for r in rows])),
+                )
+        for r in rows:
+            r[8] = lease_until  # next_poll_at as the row now has it: the lease
+        return [_training(r) for r in rows]
 
     async def next_poll_at(self) -> float | None:
         """When the next poll is due, or None when nothing needs polling."""
@@ -306,24 +391,26 @@ class Store:
     async def _apply_chunk(
         self, db: aiosqlite.Connection, updates: Sequence[TrainingUpdate], now: float
     ) -> int:
-        """Apply updates of distinct trainings (their statements do not interact)."""
-        known: dict[tuple[str, str], tuple[int, str | None]] = {}
-        ids = sorted({u.training_id for u in updates})
-        for i in range(0, len(ids), _MAX_PARAMS):
-            part = ids[i : i + _MAX_PARAMS]
-            rows = await db.execute_fetchall(
+        """Apply updates of distinct trainings (their statements do not interact).
+
+        Each statement takes all its rows as one JSON parameter (see ``_rows_param``).
+        """
+        known: dict[tuple[str, str], tuple[int, str | None]] = {
+            (r[0], r[1]): (int(r[2]), r[3])
+            for r in await _select_rows(
+                db,
+                "training_id, key_ref, last_seq, terminal",
                 "SELECT training_id, key_ref, last_seq, terminal FROM trainings "
-                f"WHERE training_id IN ({', '.join('?' * len(part))})",
-                part,
+                "WHERE training_id IN (SELECT value FROM json_each(?))",
+                (_rows_param(sorted({u.training_id for u in updates})),),
             )
-            for r in rows:
-                known[(r[0], r[1])] = (int(r[2]), r[3])
+        }
         missing = [u for u in updates if (u.training_id, u.key_ref) not in known]
         if missing:
-            await db.executemany(
+            await db.execute(
                 "INSERT INTO trainings (training_id, key_ref, next_poll_at, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                [(u.training_id, u.key_ref, u.next_poll_at, now) for u in missing],
+                f"SELECT {_row_columns(3)}, ? FROM json_each(?) AS j",
+                (now, _rows_param([(u.training_id, u.key_ref, u.next_poll_at) for u in missing])),
             )
         event_rows: list[tuple[Any, ...]] = []
         ok_rows: list[tuple[Any, ...]] = []
@@ -355,20 +442,20 @@ class Store:
                         e.raw,
                         e.detail,
                         int(e.late),
-                        now,
                     )
                     for e in events
                 )
                 step_seqs = [e.seq for e in events if not e.kind.terminal]
                 if step_seqs:
                     last_seq = max(last_seq, *step_seqs)
-                delivery_rows.append((now, now, *key, min(e.seq for e in events)))
+                delivery_rows.append((*key, min(e.seq for e in events)))
             terminal_kind = new_terminal.kind.value if new_terminal else None
             terminal_detail = new_terminal.detail if new_terminal else None
             finished_at = now if new_terminal else None
             if update.ok:
                 ok_rows.append(
                     (
+                        *key,
                         update.state,
                         last_seq,
                         update.eta_minutes,
@@ -376,14 +463,13 @@ class Store:
                         terminal_kind,
                         terminal_detail,
                         update.next_poll_at,
-                        now,
                         finished_at,
-                        *key,
                     )
                 )
             else:
                 failed_rows.append(
                     (
+                        *key,
                         update.next_poll_at,
                         update.consecutive_errors,
                         update.last_error,
@@ -392,52 +478,42 @@ class Store:
                         terminal_kind,
                         terminal_detail,
                         finished_at,
-                        *key,
                     )
                 )
         if revived:
             # The terminal slot must be free for the real outcome (and its deliveries).
             for table in ("deliveries", "events"):
-                await db.executemany(
-                    f"DELETE FROM {table} WHERE training_id = ? AND key_ref = ? AND seq = ?",
-                    [(*key, TERMINAL_SEQ) for key in revived],
+                await db.execute(
+                    f"DELETE FROM {table} WHERE seq = ? AND (training_id, key_ref) IN "
+                    f"(SELECT {_row_columns(2)} FROM json_each(?) AS j)",
+                    (TERMINAL_SEQ, _rows_param(revived)),
                 )
         if event_rows:
-            await db.executemany(
+            await db.execute(
                 "INSERT OR IGNORE INTO events (training_id, key_ref, seq, kind, number, label, "
                 "steps_to_go, eta_minutes, raw, detail, late, observed_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                event_rows,
+                f"SELECT {_row_columns(11)}, ? FROM json_each(?) AS j",
+                (now, _rows_param(event_rows)),
             )
         if ok_rows:
-            await db.executemany(
-                "UPDATE trainings SET state = ?, last_seq = ?, eta_minutes = ?, total_steps = "
-                "COALESCE(?, total_steps), terminal = ?, failure_reason = ?, next_poll_at = ?, "
-                "consecutive_errors = 0, last_error = NULL, not_found_count = 0, "
-                "first_not_found_at = NULL, last_ok_at = ?, finished_at = ? "
-                "WHERE training_id = ? AND key_ref = ?",
-                ok_rows,
-            )
+            await db.execute(_UPDATE_OK, (now, _rows_param(ok_rows)))
         if failed_rows:
-            await db.executemany(
-                "UPDATE trainings SET next_poll_at = ?, consecutive_errors = ?, last_error = ?, "
-                "not_found_count = ?, first_not_found_at = ?, terminal = ?, failure_reason = ?, "
-                "finished_at = ? WHERE training_id = ? AND key_ref = ?",
-                failed_rows,
-            )
+            await db.execute(_UPDATE_FAILED, (_rows_param(failed_rows),))
         if not delivery_rows:
             return 0
-        cur = await db.executemany(
+        cur = await db.execute(
             "INSERT OR IGNORE INTO deliveries (subscription_id, training_id, key_ref, seq, status, "
             "next_attempt_at, created_at) "
             "SELECT s.id, e.training_id, e.key_ref, e.seq, 'pending', ?, ? "
-            "FROM subscriptions s JOIN events e ON e.training_id = s.training_id "
-            "AND e.key_ref = s.key_ref "
-            "WHERE s.training_id = ? AND s.key_ref = ? AND s.status = 'active' AND e.seq >= ? "
-            "AND e.seq > s.baseline_seq AND (s.kind = 'channel' OR e.kind != 'step')",
-            delivery_rows,
+            "FROM json_each(?) AS j "
+            "JOIN subscriptions s ON s.training_id = json_extract(j.value, '$[0]') "
+            "AND s.key_ref = json_extract(j.value, '$[1]') "
+            "JOIN events e ON e.training_id = s.training_id AND e.key_ref = s.key_ref "
+            "AND e.seq >= json_extract(j.value, '$[2]') "
+            "WHERE s.status = 'active' AND e.seq > s.baseline_seq "
+            "AND (s.kind = 'channel' OR e.kind != 'step')",
+            (now, now, _rows_param(delivery_rows)),
         )
-        # executemany sums the rows each parameter set inserted.
         return max(cur.rowcount, 0)
 
     # -- subscriptions -----------------------------------------------------------------------
