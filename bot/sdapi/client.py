@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -39,6 +40,10 @@ KEY_CHECK_TRAINING_ID = "tunewatch-key-check"
 # Parsed answers kept by body: at most this many, of at most this size each (a few MB at most).
 PARSE_MEMO_ENTRIES = 1024
 PARSE_MEMO_MAX_BODY = 4096
+# Status URLs kept by training id (a URL object costs more to build than the rest of a poll's
+# own work); the cache starts over when full.
+URL_CACHE_ENTRIES = 65_536
+_JSON_HEADERS = {"Content-Type": "application/json"}
 UNREACHABLE = "The Stable Diffusion API could not be reached; try again in a few minutes."
 
 
@@ -102,6 +107,7 @@ class SdApiClient:
         # trainings at the same stage answer the same text): parse each distinct body once.
         # parse_status is a pure function of (status, body) and TrainingStatus is immutable.
         self._parsed: dict[tuple[int, bytes], TrainingStatus] = {}
+        self._urls: dict[str, yarl.URL] = {}
 
     def status_url(self, training_id: str) -> str:
         """The status URL of a (validated) training id."""
@@ -177,15 +183,24 @@ class SdApiClient:
             timeout = min(timeout, deadline - time.monotonic())
             if timeout <= 0:
                 raise ApiUnavailable(UNREACHABLE, detail="no time left for the request")
-        # The id is validated (only [A-Za-z0-9_-]), so the URL is already encoded: tell yarl, and
-        # skip its re-encoding on every poll.
-        url = yarl.URL(f"{self._base_url}/fine_tune_status/{training_id}", encoded=True)
+        url = self._urls.get(training_id)
+        if url is None:
+            if len(self._urls) >= URL_CACHE_ENTRIES:
+                self._urls.clear()
+            # The id is validated (only [A-Za-z0-9_-]), so the URL is already encoded: tell
+            # yarl, and skip its re-encoding.
+            url = self._urls[training_id] = yarl.URL(
+                f"{self._base_url}/fine_tune_status/{training_id}", encoded=True
+            )
+        # The body encoded here: aiohttp's json= goes through a general-purpose encoder.
+        body = f'{{"key": {json.dumps(key)}}}'.encode()
         # Per key first: a request waiting for its busy key must not hold a global slot.
         async with self._key_semaphore(key), self._overall:
             try:
                 async with self._session.post(
                     url,
-                    json={"key": key},
+                    data=body,
+                    headers=_JSON_HEADERS,
                     timeout=(
                         self._client_timeout
                         if deadline is None
