@@ -521,3 +521,75 @@ async def test_deliverer_stops_when_woken_just_before(store: Store) -> None:
     await parked(deliverer._wake)
     deliverer.wake()
     await stops(deliverer.stop)
+
+
+# -- claiming ------------------------------------------------------------------------------
+
+
+async def test_claims_stay_ahead_of_the_workers_and_a_stale_lease_is_not_polled_twice(
+    store, client, sim
+) -> None:
+    # One worker, a window of 4 claimed trainings, and an API that hangs on the first poll
+    # until the clock is past every lease: the trainings waiting meanwhile are claimed again
+    # when their lease runs out, and each must still be polled once, not once per claim.
+    now = [1_000_000.0]
+    ids = [f"Lease{i:05d}" for i in range(8)]
+    for training_id in ids:
+        sim.add_training(training_id, stage=1)
+    tracker = make_tracker(
+        store,
+        client,
+        interval=60,
+        max_backoff=900,
+        workers=1,
+        per_key=1,
+        batch_size=4,
+        lease=10,
+        clock=lambda: now[0],
+    )
+    for training_id in ids:
+        status = await client.fine_tune_status(training_id, DEFAULT_KEY)
+        await tracker.ingest(training_id, DEFAULT_KEY_REF, status)
+        await subscribe(store, training_id)
+        await store.poll_now(training_id, now[0])
+    before = {training_id: sim.request_count(training_id) for training_id in ids}
+    sim.inject(Fault.HANG, training_id=ids[0])
+    tracker.start()
+    try:
+        await sim.wait_for_requests(before[ids[0]] + 1, training_id=ids[0])
+        assert tracker._waiting <= 4  # the window, not every due training
+        now[0] += 11  # every lease taken so far has run out
+        sim.release_hangs()
+
+        async def all_recorded() -> bool:
+            rows = [await store.get_training(t, DEFAULT_KEY_REF) for t in ids]
+            return all(r is not None and r.next_poll_at > now[0] + 30 for r in rows)
+
+        await wait_until(all_recorded, what="every training polled and recorded")
+    finally:
+        await tracker.stop()
+    polls = {
+        training_id: sim.request_count(training_id) - before[training_id] for training_id in ids
+    }
+    assert polls == dict.fromkeys(ids, 1)
+
+
+async def test_poll_soon_during_a_poll_polls_again_after_it(store, client, sim) -> None:
+    # A webhook or a command asks for a poll while one is in flight: that poll's result must
+    # not write its own next time (here a backoff) over the request.
+    sim.add_training("Again00001", stage=1)
+    tracker = make_tracker(store, client, interval=60, max_backoff=900)
+    status = await client.fine_tune_status("Again00001", DEFAULT_KEY)
+    await tracker.ingest("Again00001", DEFAULT_KEY_REF, status)
+    await subscribe(store, "Again00001")
+    await store.poll_now("Again00001", time.time())
+    before = sim.request_count("Again00001")
+    sim.inject(Fault.HANG, training_id="Again00001")
+    tracker.start()
+    try:
+        await sim.wait_for_requests(before + 1, training_id="Again00001")
+        assert await tracker.poll_soon("Again00001")
+        sim.release_hangs()  # the hung poll answers 503: a backoff of about a minute
+        await sim.wait_for_requests(before + 2, training_id="Again00001")
+    finally:
+        await tracker.stop()

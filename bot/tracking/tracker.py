@@ -38,6 +38,8 @@ def events_from_status(
     status: TrainingStatus, *, late: bool = False, after_seq: int = -1
 ) -> list[Event]:
     """The step events (past ``after_seq``) and the terminal event a status shows."""
+    if not status.terminal and (not status.steps or status.steps[-1].seq <= after_seq):
+        return []  # most polls: nothing new (steps are in log order)
     events = [
         Event(
             seq=step.seq,
@@ -78,7 +80,9 @@ class Tracker:
         workers: int = 16,
         per_key: int = 4,
         lease: float = 120.0,
-        batch_size: int = 500,
+        batch_size: int = 1000,
+        write_batch: int = 2000,
+        write_linger: float = 0.2,
         clock: Clock = time.time,
         on_outbox: Callable[[], None] | None = None,
     ) -> None:
@@ -93,7 +97,18 @@ class Tracker:
         self._workers = workers
         self._per_key = per_key
         self._lease = lease
+        # At most batch_size trainings wait claimed (queued or parked) for a worker; more are
+        # claimed when the workers have taken them down to the low water.
         self._batch_size = batch_size
+        self._low_water = batch_size // 2
+        self._waiting = 0
+        # Claimed trainings until their result is written (or the poll is given up).
+        self._pending: set[tuple[str, str]] = set()
+        # Pending trainings asked for by poll_soon() meanwhile: polled again as soon as written.
+        self._again: set[tuple[str, str]] = set()
+        self._write_batch = write_batch
+        # A result waits at most a tenth of the interval to be written with others.
+        self._write_linger = min(write_linger, interval / 10)
         self._clock = clock
         self._on_outbox = on_outbox or (lambda: None)
         self._late_after = max(2 * interval, interval + 30.0)
@@ -136,6 +151,9 @@ class Tracker:
         """Make a followed training due now; False when nobody follows it."""
         changed = await self._store.poll_now(training_id, self._clock())
         if changed:
+            # A poll of it in flight (or its result not yet written) would write its own next
+            # time over this one: that result asks for the next poll at once instead.
+            self._again.update(key for key in self._pending if key[0] == training_id)
             self.wake()
         return changed > 0
 
@@ -151,18 +169,31 @@ class Tracker:
     async def _schedule(self) -> None:
         while True:
             try:
+                self._wake.clear()
                 now = self._clock()
                 self.last_tick = now
-                due = await self._store.claim_due(
-                    now, lease_until=now + self._lease, limit=self._batch_size
-                )
-                for training in due:
-                    self._queue.put_nowait(training)
-                if len(due) == self._batch_size:
-                    continue
-                next_at = await self._store.next_poll_at()
-                delay = 5.0 if next_at is None else min(5.0, max(0.0, next_at - now))
-                self._wake.clear()
+                room = self._batch_size - self._waiting
+                if self._waiting > self._low_water:
+                    # Enough claimed and not yet polled: claiming more would only age their
+                    # leases. The workers wake this loop when they are down to the low water.
+                    delay = 5.0
+                else:
+                    due = await self._store.claim_due(
+                        now, lease_until=now + self._lease, limit=room
+                    )
+                    for training in due:
+                        key = (training.training_id, training.key_ref)
+                        if key in self._pending:
+                            # Its lease ran out before its result was written (a very slow
+                            # API): it is queued or in flight already. One poll, not two.
+                            continue
+                        self._pending.add(key)
+                        self._waiting += 1
+                        self._queue.put_nowait(training)
+                    if len(due) == room:
+                        continue
+                    next_at = await self._store.next_poll_at()
+                    delay = 5.0 if next_at is None else min(5.0, max(0.0, next_at - now))
                 await wait_event(self._wake, delay)
             except asyncio.CancelledError:
                 raise
@@ -173,6 +204,9 @@ class Tracker:
     async def _work(self) -> None:
         while True:
             training = await self._take()
+            self._waiting -= 1
+            if self._waiting == self._low_water:
+                self._wake.set()  # time to claim the next trainings
             key_ref = training.key_ref
             self._busy[key_ref] += 1
             try:
@@ -182,10 +216,13 @@ class Tracker:
             except Exception:
                 # One bad training never stops the others; its lease makes it due again.
                 log.exception("polling %s failed unexpectedly", training.training_id)
-                continue
+                update = None
             finally:
                 self._release(key_ref)
-            if update is not None:
+            if update is None:
+                self._pending.discard((training.training_id, key_ref))
+                self._again.discard((training.training_id, key_ref))
+            else:
                 self._results.put_nowait(update)
 
     async def _take(self) -> Training:
@@ -213,18 +250,38 @@ class Tracker:
     async def _write(self) -> None:
         while True:
             batch = [await self._results.get()]
-            while len(batch) < self._batch_size and not self._results.empty():
+            if self._results.qsize() < self._write_batch - 1:
+                # Let results gather a moment: a transaction costs about the same for 50 rows
+                # as for 2,000 (each one rewrites the pages it touches), and the poll results
+                # arrive a few at a time. Nobody waits on these writes but the next message.
+                await asyncio.sleep(self._write_linger)
+            while len(batch) < self._write_batch and not self._results.empty():
                 batch.append(self._results.get_nowait())
+            now = self._clock()
+            if self._again:
+                for update in batch:
+                    key = (update.training_id, update.key_ref)
+                    if key in self._again:
+                        self._again.discard(key)
+                        update.next_poll_at = now
+            created: int | None = None
             try:
-                created = await self._store.apply_updates(batch, self._clock())
+                created = await self._store.apply_updates(batch, now)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception(
                     "recording %d poll results failed; they will be polled again", len(batch)
                 )
+            finally:
+                for update in batch:
+                    self._pending.discard((update.training_id, update.key_ref))
+                    self._again.discard((update.training_id, update.key_ref))
+            if created is None:
                 continue
             self.polls_done += len(batch)
+            # Counted per batch: a counter's inc() takes a lock, and this is every poll.
+            _POLLS_OK.inc(sum(1 for update in batch if update.ok))
             self._wake.set()  # the next due time moved: let the scheduler look again
             if created:
                 self._on_outbox()
@@ -250,7 +307,6 @@ class Tracker:
             return self._failure(training, exc, self._clock())
         finally:
             metrics.API_LATENCY.observe(time.monotonic() - started)
-        _POLLS_OK.inc()  # the labelled child, looked up once: this runs for every poll
         return self._success(
             training.training_id, training.key_ref, training, status, self._clock()
         )
