@@ -21,6 +21,8 @@ from bot.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_REF = "default"
+# No request of a benchmark waits longer: a stuck simulator fails the run instead of hanging it.
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=60)
 
 # The layout of the big load: per training 3 channel subscriptions and 2 DM alerts.
 CHANNELS_PER_TRAINING = 3
@@ -117,14 +119,14 @@ class SimProcess:
 
     async def reset(self) -> None:
         async with (
-            aiohttp.ClientSession() as session,
+            aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session,
             session.post(f"http://127.0.0.1:{self.port}/_bench/reset") as response,
         ):
             await response.read()
 
     async def stats(self) -> dict[str, Any]:
         async with (
-            aiohttp.ClientSession() as session,
+            aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session,
             session.get(f"http://127.0.0.1:{self.port}/_bench/stats") as response,
         ):
             result: dict[str, Any] = await response.json()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import aiohttp
 
 from benchmarks.common import (
     DMS_PER_TRAINING,
+    HTTP_TIMEOUT,
     Figure,
     SimProcess,
     cpu_seconds,
@@ -44,7 +46,7 @@ async def engine_cycle(db: Path, base_url: str, trainings: int) -> tuple[float, 
         nonlocal created
         created += 1
 
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
         client = SdApiClient(
             session,
             base_url,
@@ -84,7 +86,7 @@ async def bare_loop(base_url: str, trainings: int) -> tuple[float, float]:
     for url in urls:
         queue.put_nowait(url)
 
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
 
         async def worker() -> None:
             while not queue.empty():
@@ -99,7 +101,7 @@ async def bare_loop(base_url: str, trainings: int) -> tuple[float, float]:
 
 async def naive_sample(base_url: str, n: int) -> float:
     """One request per subscription, one after the other: seconds for n requests."""
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
         t0 = time.perf_counter()
         for i in range(n):
             url = f"{base_url}/fine_tune_status/{training_id(i)}"
@@ -111,15 +113,18 @@ async def naive_sample(base_url: str, n: int) -> float:
 async def run(quick: bool) -> list[Figure]:
     trainings = 2_000 if quick else 10_000
     subscriptions = trainings * 5
-    rounds = 1 if quick else 2
+    rounds = 1 if quick else 3
     async with temp_dir() as tmp, SimProcess(trainings, stage=2) as sim:
         seeded = tmp / "seeded.db"
         await seed(seeded, trainings, channels=trainings, users=trainings * DMS_PER_TRAINING)
         # Warm the simulator's body caches and connections alike for both contenders.
         await bare_loop(sim.base_url, min(trainings, 1000))
-        # Interleaved rounds, best of each: other work on a shared machine hits both alike.
+        # Rounds of (bare loop, engine cycle) back to back: each engine cycle is compared with
+        # the bare loop run just before it, so a machine that speeds up or slows down over the
+        # run (a shared host does) hits both sides of a pair alike. The figure is the median.
         bare_wall = wall = cpu = float("inf")
         requests = pending = 0
+        ratios: list[float] = []
         for n in range(rounds):
             b_wall, bare_cpu = await bare_loop(sim.base_url, trainings)
             bare_wall = min(bare_wall, b_wall)
@@ -128,12 +133,13 @@ async def run(quick: bool) -> list[Figure]:
             before = (await sim.stats())["requests"]
             e_wall, e_cpu, pending = await engine_cycle(db, sim.base_url, trainings)
             requests = (await sim.stats())["requests"] - before
+            ratios.append(b_wall / e_wall * requests / trainings)
             if e_wall < wall:
                 wall, cpu = e_wall, e_cpu
         naive = await naive_sample(sim.base_url, NAIVE_SAMPLE)
     engine_rps = requests / wall
     bare_rps = trainings / bare_wall
-    ratio = engine_rps / bare_rps
+    ratio = statistics.median(ratios)
     naive_cycle = naive / NAIVE_SAMPLE * subscriptions
     return [
         Figure(
@@ -153,7 +159,14 @@ async def run(quick: bool) -> list[Figure]:
             "req/s",
             note=f"concurrency {CONCURRENCY}, {bare_cpu:.2f} CPU s; best of {rounds}",
         ),
-        Figure("poll_cycle.engine_vs_bare", ratio, "x", ">= 0.8", ratio >= 0.8),
+        Figure(
+            "poll_cycle.engine_vs_bare",
+            ratio,
+            "x",
+            ">= 0.8",
+            ratio >= 0.8,
+            "median of rounds: " + ", ".join(f"{r:.2f}" for r in ratios),
+        ),
         Figure(
             "poll_cycle.naive_cycle_time",
             naive_cycle,
