@@ -102,6 +102,8 @@ class Tracker:
         self._batch_size = batch_size
         self._low_water = batch_size // 2
         self._waiting = 0
+        self._idle = asyncio.Event()  # set while no training waits or is being polled
+        self._idle.set()
         # Claimed trainings until their result is written (or the poll is given up).
         self._pending: set[tuple[str, str]] = set()
         # Pending trainings asked for by poll_soon() meanwhile: polled again as soon as written.
@@ -189,6 +191,7 @@ class Tracker:
                             continue
                         self._pending.add(key)
                         self._waiting += 1
+                        self._idle.clear()
                         self._queue.put_nowait(training)
                     if len(due) == room:
                         continue
@@ -241,6 +244,8 @@ class Tracker:
         self._busy[key_ref] -= 1
         if not self._busy[key_ref]:
             del self._busy[key_ref]
+            if not self._busy and not self._waiting:
+                self._idle.set()
         parked = self._parked.get(key_ref)
         if parked:
             self._queue.put_nowait(parked.popleft())
@@ -250,11 +255,12 @@ class Tracker:
     async def _write(self) -> None:
         while True:
             batch = [await self._results.get()]
-            if self._results.qsize() < self._write_batch - 1:
-                # Let results gather a moment: a transaction costs about the same for 50 rows
-                # as for 2,000 (each one rewrites the pages it touches), and the poll results
-                # arrive a few at a time. Nobody waits on these writes but the next message.
-                await asyncio.sleep(self._write_linger)
+            if self._results.qsize() < self._write_batch - 1 and not self._idle.is_set():
+                # Let results gather a moment while polls are under way: a transaction costs
+                # about the same for 50 rows as for 2,000 (each one rewrites the pages it
+                # touches), and the results arrive a few at a time. No wait once the workers
+                # have nothing left to do: no more results are coming.
+                await wait_event(self._idle, self._write_linger)
             while len(batch) < self._write_batch and not self._results.empty():
                 batch.append(self._results.get_nowait())
             now = self._clock()
