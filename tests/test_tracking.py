@@ -593,3 +593,27 @@ async def test_poll_soon_during_a_poll_polls_again_after_it(store, client, sim) 
         await sim.wait_for_requests(before + 2, training_id="Again00001")
     finally:
         await tracker.stop()
+
+
+async def test_a_poll_cancelled_by_stop_is_made_again_after_start(store, client, sim) -> None:
+    # stop() abandons the poll in flight; once its lease runs out, a later start() must poll
+    # that training again, not take it for one still in flight (it was left in the set of
+    # pending trainings, and skipped at every claim).
+    sim.add_training("Stop000001", stage=1)
+    tracker = make_tracker(store, client, interval=60, lease=0.5)
+    await tracker.ingest(
+        "Stop000001", DEFAULT_KEY_REF, await client.fine_tune_status("Stop000001", DEFAULT_KEY)
+    )
+    await subscribe(store, "Stop000001")
+    await store.poll_now("Stop000001", time.time())
+    sim.inject(Fault.HANG, training_id="Stop000001")
+    before = sim.request_count("Stop000001")
+    tracker.start()
+    await sim.wait_for_requests(before + 1, training_id="Stop000001")
+    await tracker.stop()
+    sim.release_hangs()
+    tracker.start()
+    try:
+        await sim.wait_for_requests(before + 2, training_id="Stop000001")
+    finally:
+        await tracker.stop()

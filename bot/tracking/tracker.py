@@ -101,13 +101,6 @@ class Tracker:
         # claimed when the workers have taken them down to the low water.
         self._batch_size = batch_size
         self._low_water = batch_size // 2
-        self._waiting = 0
-        self._idle = asyncio.Event()  # set while no training waits or is being polled
-        self._idle.set()
-        # Claimed trainings until their result is written (or the poll is given up).
-        self._pending: set[tuple[str, str]] = set()
-        # Pending trainings asked for by poll_soon() meanwhile: polled again as soon as written.
-        self._again: set[tuple[str, str]] = set()
         self._write_batch = write_batch
         # A result waits at most a tenth of the interval to be written with others.
         self._write_linger = min(write_linger, interval / 10)
@@ -116,15 +109,26 @@ class Tracker:
         self._late_after = max(2 * interval, interval + 30.0)
         self._started_at = clock()
         self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reset()
+        self.last_tick: float | None = None
+        self.polls_done = 0
+
+    def _reset(self) -> None:
+        """Forget what was claimed and in flight (at creation, and after stop())."""
         self._queue: asyncio.Queue[Training] = asyncio.Queue()
         self._results: asyncio.Queue[TrainingUpdate] = asyncio.Queue()
+        self._waiting = 0  # claimed trainings not yet taken by a worker (queued or parked)
+        self._idle = asyncio.Event()  # set while no training waits or is being polled
+        self._idle.set()
         # Polls in flight per key, and trainings set aside while their key has no free slot:
         # a worker never waits on one busy key while another key's trainings are due.
         self._busy: Counter[str] = Counter()
         self._parked: dict[str, deque[Training]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self.last_tick: float | None = None
-        self.polls_done = 0
+        # Claimed trainings until their result is written (or the poll is given up).
+        self._pending: set[tuple[str, str]] = set()
+        # Pending trainings asked for by poll_soon() meanwhile: polled again as soon as written.
+        self._again: set[tuple[str, str]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -144,6 +148,8 @@ class Tracker:
             task.cancel()
         # gather: a cancellation of stop() itself is not swallowed with the tasks' own.
         await asyncio.gather(*tasks, return_exceptions=True)
+        # What was claimed stays leased in the database; a later start() claims anew.
+        self._reset()
 
     def wake(self) -> None:
         """Look for due trainings now (a subscription was added or a webhook arrived)."""
