@@ -108,7 +108,6 @@ class TunewatchBot(commands.Bot):
             not_found_window=settings.NOT_FOUND_WINDOW_SECONDS,
             workers=settings.API_MAX_CONCURRENCY,
             per_key=settings.API_MAX_CONCURRENCY_PER_KEY,
-            lease=settings.API_TIMEOUT_SECONDS * 2 + 30,
             on_outbox=self._outbox_written,
         )
         for extension in EXTENSIONS:

@@ -526,25 +526,25 @@ async def test_deliverer_stops_when_woken_just_before(store: Store) -> None:
 # -- claiming ------------------------------------------------------------------------------
 
 
-async def test_claims_stay_ahead_of_the_workers_and_a_stale_lease_is_not_polled_twice(
+async def test_claims_stay_ahead_of_the_workers_and_nothing_is_polled_twice(
     store, client, sim
 ) -> None:
     # One worker, a window of 4 claimed trainings, and an API that hangs on the first poll
-    # until the clock is past every lease: the trainings waiting meanwhile are claimed again
-    # when their lease runs out, and each must still be polled once, not once per claim.
+    # until the clock is past the next poll time of every training claimed so far: they are
+    # due again while queued or in flight, and each must still be polled once, not once per
+    # claim.
     now = [1_000_000.0]
-    ids = [f"Lease{i:05d}" for i in range(8)]
+    ids = [f"Claim{i:05d}" for i in range(8)]
     for training_id in ids:
         sim.add_training(training_id, stage=1)
     tracker = make_tracker(
         store,
         client,
-        interval=60,
+        interval=10,
         max_backoff=900,
         workers=1,
         per_key=1,
         batch_size=4,
-        lease=10,
         clock=lambda: now[0],
     )
     for training_id in ids:
@@ -558,19 +558,12 @@ async def test_claims_stay_ahead_of_the_workers_and_a_stale_lease_is_not_polled_
     try:
         await sim.wait_for_requests(before[ids[0]] + 1, training_id=ids[0])
         assert tracker._waiting <= 4  # the window, not every due training
-        now[0] += 11  # every lease taken so far has run out
+        now[0] += 12  # every training claimed so far is due again
         sim.release_hangs()
-
-        async def all_recorded() -> bool:
-            rows = [await store.get_training(t, DEFAULT_KEY_REF) for t in ids]
-            return all(r is not None and r.next_poll_at > now[0] + 30 for r in rows)
-
-        await wait_until(all_recorded, what="every training polled and recorded")
+        await wait_until(lambda: tracker.polls_done >= len(ids), what="every result recorded")
     finally:
         await tracker.stop()
-    polls = {
-        training_id: sim.request_count(training_id) - before[training_id] for training_id in ids
-    }
+    polls = {t: sim.request_count(t) - before[t] for t in ids}
     assert polls == dict.fromkeys(ids, 1)
 
 
@@ -596,11 +589,11 @@ async def test_poll_soon_during_a_poll_polls_again_after_it(store, client, sim) 
 
 
 async def test_a_poll_cancelled_by_stop_is_made_again_after_start(store, client, sim) -> None:
-    # stop() abandons the poll in flight; once its lease runs out, a later start() must poll
+    # stop() abandons the poll in flight; at its next poll time, a later start() must poll
     # that training again, not take it for one still in flight (it was left in the set of
     # pending trainings, and skipped at every claim).
     sim.add_training("Stop000001", stage=1)
-    tracker = make_tracker(store, client, interval=60, lease=0.5)
+    tracker = make_tracker(store, client, interval=0.5)
     await tracker.ingest(
         "Stop000001", DEFAULT_KEY_REF, await client.fine_tune_status("Stop000001", DEFAULT_KEY)
     )
@@ -617,3 +610,38 @@ async def test_a_poll_cancelled_by_stop_is_made_again_after_start(store, client,
         await sim.wait_for_requests(before + 2, training_id="Stop000001")
     finally:
         await tracker.stop()
+
+
+async def test_polls_that_see_nothing_new_write_nothing_and_are_not_taken_for_a_gap(
+    store, client, sim
+) -> None:
+    # A poll that changes nothing leaves the row alone (its claim wrote the next poll time),
+    # so the row's last_ok_at ages. A step seen later must still not be marked late: the
+    # tracker knows when the training last answered.
+    now = [1_000_000.0]
+    training = sim.add_training("Quiet00001", stage=1)
+    tracker = make_tracker(store, client, interval=10, clock=lambda: now[0])
+    await tracker.ingest(
+        "Quiet00001", DEFAULT_KEY_REF, await client.fine_tune_status("Quiet00001", DEFAULT_KEY)
+    )
+    await subscribe(store, "Quiet00001")
+    written = await store.get_training("Quiet00001", DEFAULT_KEY_REF)
+    assert written is not None
+    tracker.start()
+    try:
+        for cycle in range(1, 7):  # 60 s of quiet polls: past the 40 s after which a gap shows
+            now[0] += 11
+            tracker.wake()
+            await wait_until(lambda n=cycle: tracker.polls_done >= n, what=f"poll {cycle}")
+        row = await store.get_training("Quiet00001", DEFAULT_KEY_REF)
+        assert row is not None
+        assert row.last_ok_at == written.last_ok_at  # nothing written by the quiet polls
+        assert row.next_poll_at > now[0]  # the claims kept the schedule
+        training.advance()
+        now[0] += 11
+        tracker.wake()
+        await wait_until(lambda: tracker.polls_done >= 7, what="the poll that sees the step")
+    finally:
+        await tracker.stop()
+    groups = await store.pending_deliveries(time.time(), limit=10)
+    assert [[(d.event.seq, d.event.late) for d in g] for g in groups] == [[(1, False)]]

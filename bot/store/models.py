@@ -94,6 +94,9 @@ class TrainingUpdate:
     eta_minutes: int | None = None
     total_steps: int | None = None
     events: list[Event] = field(default_factory=list)
+    # A successful poll that changed nothing the row records (the claim already wrote the next
+    # poll time): there is nothing to write.
+    unchanged: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -315,12 +315,16 @@ class Store:
             row = await cur.fetchone()
         return None if row is None else _training(row)
 
-    async def claim_due(self, now: float, *, lease_until: float, limit: int) -> list[Training]:
-        """Trainings due for a poll, earliest first, leased until ``lease_until`` (their
-        ``next_poll_at``).
+    async def claim_due(
+        self, now: float, *, next_at: float, spread: float, limit: int
+    ) -> list[Training]:
+        """Trainings due for a poll, earliest first, rescheduled for their next poll.
 
-        The lease keeps the scheduler from handing a training out twice while its poll is in
-        flight; if the process dies, the lease runs out and the training is polled again.
+        Each claimed row's next poll time becomes ``next_at`` give or take ``spread`` (at
+        random, so polls stay spread out): the row is not due again before then, and a poll
+        that changes nothing needs no write of its own. A poll that fails or sees something
+        new writes its result, next time included. If the process dies with a poll in flight,
+        the training is polled at its next time.
         """
         async with self._transaction() as db:
             rows = await _select_rows(
@@ -332,12 +336,11 @@ class Store:
             )
             if rows:
                 await db.execute(
-                    "UPDATE trainings SET next_poll_at = ? WHERE (training_id, key_ref) IN "
+                    "UPDATE trainings SET next_poll_at = ? + ? * ((abs(random()) % 2001) - 1000) "
+                    "/ 1000.0 WHERE (training_id, key_ref) IN "
                     f"(SELECT {_row_columns(2)} FROM json_each(?) AS j)",
-                    (lease_until, _rows_param([r[:2] for r in rows])),
+                    (next_at, spread, _rows_param([r[:2] for r in rows])),
                 )
-        for r in rows:
-            r[8] = lease_until  # next_poll_at as the row now has it: the lease
         return [_training(r) for r in rows]
 
     async def next_poll_at(self) -> float | None:

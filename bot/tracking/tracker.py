@@ -79,7 +79,6 @@ class Tracker:
         not_found_window: float = 300.0,
         workers: int = 16,
         per_key: int = 4,
-        lease: float = 120.0,
         batch_size: int = 1000,
         write_batch: int = 2000,
         write_linger: float = 0.2,
@@ -96,7 +95,6 @@ class Tracker:
         self._nf_window = not_found_window
         self._workers = workers
         self._per_key = per_key
-        self._lease = lease
         # At most batch_size trainings wait claimed (queued or parked) for a worker; more are
         # claimed when the workers have taken them down to the low water.
         self._batch_size = batch_size
@@ -110,6 +108,9 @@ class Tracker:
         self._started_at = clock()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # When each training last answered, for polls that wrote nothing (the row's
+        # last_ok_at is only as new as the last write).
+        self._last_ok: dict[tuple[str, str], float] = {}
         self._reset()
         self.last_tick: float | None = None
         self.polls_done = 0
@@ -125,8 +126,8 @@ class Tracker:
         # a worker never waits on one busy key while another key's trainings are due.
         self._busy: Counter[str] = Counter()
         self._parked: dict[str, deque[Training]] = {}
-        # Claimed trainings until their result is written (or the poll is given up).
-        self._pending: set[tuple[str, str]] = set()
+        # Claimed trainings (and when) until their result is written (or the poll is given up).
+        self._pending: dict[tuple[str, str], float] = {}
         # Pending trainings asked for by poll_soon() meanwhile: polled again as soon as written.
         self._again: set[tuple[str, str]] = set()
 
@@ -142,13 +143,13 @@ class Tracker:
             self._tasks.append(asyncio.create_task(self._work(), name=f"tracker-worker-{i}"))
 
     async def stop(self) -> None:
-        """Stop every task (polls in flight are abandoned; their lease makes them due again)."""
+        """Stop every task (a poll in flight is abandoned: made again at its next time)."""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
         # gather: a cancellation of stop() itself is not swallowed with the tasks' own.
         await asyncio.gather(*tasks, return_exceptions=True)
-        # What was claimed stays leased in the database; a later start() claims anew.
+        # What was claimed is due again at its next time; a later start() claims anew.
         self._reset()
 
     def wake(self) -> None:
@@ -182,20 +183,23 @@ class Tracker:
                 self.last_tick = now
                 room = self._batch_size - self._waiting
                 if self._waiting > self._low_water:
-                    # Enough claimed and not yet polled: claiming more would only age their
-                    # leases. The workers wake this loop when they are down to the low water.
+                    # Enough claimed and not yet polled: claiming more would only make them
+                    # wait. The workers wake this loop when they are down to the low water.
                     delay = 5.0
                 else:
                     due = await self._store.claim_due(
-                        now, lease_until=now + self._lease, limit=room
+                        now,
+                        next_at=now + self.interval,
+                        spread=self.interval * self._jitter,
+                        limit=room,
                     )
                     for training in due:
                         key = (training.training_id, training.key_ref)
                         if key in self._pending:
-                            # Its lease ran out before its result was written (a very slow
-                            # API): it is queued or in flight already. One poll, not two.
+                            # Due again before its last poll's result was written (a poll
+                            # slower than the interval): queued or in flight already.
                             continue
-                        self._pending.add(key)
+                        self._pending[key] = now
                         self._waiting += 1
                         self._idle.clear()
                         self._queue.put_nowait(training)
@@ -223,13 +227,13 @@ class Tracker:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # One bad training never stops the others; its lease makes it due again.
+                # One bad training never stops the others; it is polled again next time.
                 log.exception("polling %s failed unexpectedly", training.training_id)
                 update = None
             finally:
                 self._release(key_ref)
             if update is None:
-                self._pending.discard((training.training_id, key_ref))
+                self._pending.pop((training.training_id, key_ref), None)
                 self._again.discard((training.training_id, key_ref))
             else:
                 self._results.put_nowait(update)
@@ -276,18 +280,30 @@ class Tracker:
                     if key in self._again:
                         self._again.discard(key)
                         update.next_poll_at = now
-            created: int | None = None
+                        update.unchanged = False  # the next time must be written
+            # An unchanged poll needs no write while the next time its claim wrote is ahead;
+            # one that finished later (a slow poll) writes its own, or it would be due at once.
+            fresh = now - self.interval * (1 - self._jitter)
+            changed = [
+                update
+                for update in batch
+                if not update.unchanged
+                or self._pending.get((update.training_id, update.key_ref), 0.0) <= fresh
+            ]
+            created: int | None = 0
             try:
-                created = await self._store.apply_updates(batch, now)
+                if changed:
+                    created = await self._store.apply_updates(changed, now)
             except asyncio.CancelledError:
                 raise
             except Exception:
+                created = None
                 log.exception(
-                    "recording %d poll results failed; they will be polled again", len(batch)
+                    "recording %d poll results failed; they will be polled again", len(changed)
                 )
             finally:
                 for update in batch:
-                    self._pending.discard((update.training_id, update.key_ref))
+                    self._pending.pop((update.training_id, update.key_ref), None)
                     self._again.discard((update.training_id, update.key_ref))
             if created is None:
                 continue
@@ -339,9 +355,19 @@ class Tracker:
         now: float,
     ) -> TrainingUpdate:
         # Steps first seen after a gap (the bot was down, or the API was) are marked late.
-        last_ok = training.last_ok_at if training else None
+        key = (training_id, key_ref)
+        last_ok = self._last_ok.get(key, training.last_ok_at if training else None)
         late = last_ok is not None and (
             last_ok < self._started_at or now - last_ok > self._late_after
+        )
+        if status.terminal:
+            self._last_ok.pop(key, None)  # not polled any more
+        else:
+            self._last_ok[key] = now
+        # Only what the claimed row had not recorded yet: most polls see nothing new, and
+        # the store filters again against the row as it is when written.
+        events = events_from_status(
+            status, late=late, after_seq=training.last_seq if training else -1
         )
         return TrainingUpdate(
             training_id=training_id,
@@ -351,10 +377,16 @@ class Tracker:
             state=status.raw_state,
             eta_minutes=status.eta_minutes,
             total_steps=status.total_steps,
-            # Only what the claimed row had not recorded yet: most polls see nothing new, and
-            # the store filters again against the row as it is when written.
-            events=events_from_status(
-                status, late=late, after_seq=training.last_seq if training else -1
+            events=events,
+            unchanged=(
+                training is not None
+                and not events
+                and training.terminal is None
+                and training.consecutive_errors == 0
+                and training.not_found_count == 0
+                and training.state == status.raw_state
+                and training.eta_minutes == status.eta_minutes
+                and status.total_steps in (None, training.total_steps)
             ),
         )
 
