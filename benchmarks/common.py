@@ -154,6 +154,8 @@ async def seed(
     next_poll_at: float = 0.0,
     channel_subs: int = CHANNELS_PER_TRAINING,
     dm_subs: int = DMS_PER_TRAINING,
+    eta_minutes: int | None = None,
+    total_steps: int | None = None,
 ) -> None:
     """A database as a busy bot has it: ``trainings`` followed trainings, each with
     ``channel_subs`` channel subscriptions and ``dm_subs`` DM alerts, all active.
@@ -168,13 +170,16 @@ async def seed(
     try:
         async with store.transaction() as db:
             await db.executemany(
-                "INSERT INTO trainings (training_id, key_ref, state, last_seq, next_poll_at, "
-                "created_at, last_ok_at) VALUES (?, ?, 'training_success', ?, ?, ?, ?)",
+                "INSERT INTO trainings (training_id, key_ref, state, last_seq, eta_minutes, "
+                "total_steps, next_poll_at, created_at, last_ok_at) "
+                "VALUES (?, ?, 'training_success', ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         training_id(i),
                         KEY_REF,
                         last_seq - 1 if behind_every and i % behind_every == 0 else last_seq,
+                        eta_minutes,
+                        total_steps,
                         next_poll_at,
                         now,
                         now,

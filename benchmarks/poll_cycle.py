@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import statistics
 import time
@@ -21,13 +22,17 @@ from benchmarks.common import (
 )
 from benchmarks.simproc import training_id
 from bot.sdapi.client import SdApiClient
-from bot.sdapi.simulator import DEFAULT_KEY
+from bot.sdapi.simulator import DEFAULT_KEY, SimTraining
+from bot.sdapi.status import parse_status
 from bot.store import Store
 from bot.tracking.tracker import Tracker
 from tests.harness import wait_until
 
 CONCURRENCY = 16  # API_MAX_CONCURRENCY's default: the tracker's workers and the client's cap
 NAIVE_SAMPLE = 500
+# What the simulator's trainings say at stage 2 (the seeded rows agree).
+STAGE2_ETA_MINUTES = 15
+STAGE2_TOTAL_STEPS = 6
 
 
 class OneKey:
@@ -110,13 +115,33 @@ async def naive_sample(base_url: str, n: int) -> float:
         return time.perf_counter() - t0
 
 
+def _check_stage2_seed() -> None:
+    """The seeded rows must agree with the simulator, or every poll would look like news."""
+    status = parse_status(200, json.dumps(SimTraining(training_id(0), stage=2).body()).encode())
+    seeded = (STAGE2_ETA_MINUTES, STAGE2_TOTAL_STEPS, 1)
+    answered = (status.eta_minutes, status.total_steps, status.steps[-1].seq)
+    if answered != seeded:
+        raise RuntimeError(f"seed {seeded} differs from the simulator's stage 2 {answered}")
+
+
 async def run(quick: bool) -> list[Figure]:
+    _check_stage2_seed()
     trainings = 2_000 if quick else 10_000
     subscriptions = trainings * 5
     rounds = 1 if quick else 3
     async with temp_dir() as tmp, SimProcess(trainings, stage=2) as sim:
         seeded = tmp / "seeded.db"
-        await seed(seeded, trainings, channels=trainings, users=trainings * DMS_PER_TRAINING)
+        # As a bot that has followed these trainings for a while has them: what the simulator
+        # answers at stage 2 (state, ETA, step count, last step), except every tenth training
+        # one step behind. A cycle then sees 1 in 10 trainings with something new.
+        await seed(
+            seeded,
+            trainings,
+            channels=trainings,
+            users=trainings * DMS_PER_TRAINING,
+            eta_minutes=STAGE2_ETA_MINUTES,
+            total_steps=STAGE2_TOTAL_STEPS,
+        )
         # Warm the simulator's body caches and connections alike for both contenders.
         await bare_loop(sim.base_url, min(trainings, 1000))
         # Rounds of (bare loop, engine cycle) back to back: each engine cycle is compared with
