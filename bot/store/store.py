@@ -228,7 +228,14 @@ class Store:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._write_lock:
-            await self._begin()
+            try:
+                await self._begin()
+            except asyncio.CancelledError:
+                # The database thread runs the BEGIN anyway (it was queued): end that
+                # transaction before the lock goes, or the next one finds it open.
+                with contextlib.suppress(sqlite3.OperationalError):
+                    await self._db.execute("ROLLBACK")
+                raise
             try:
                 yield self._db
             except BaseException:
