@@ -189,9 +189,7 @@ class SdApiClient:
                 self._urls.clear()
             # The id is validated (only [A-Za-z0-9_-]), so the URL is already encoded: tell
             # yarl, and skip its re-encoding.
-            url = self._urls[training_id] = yarl.URL(
-                f"{self._base_url}/fine_tune_status/{training_id}", encoded=True
-            )
+            url = self._urls[training_id] = yarl.URL(self.status_url(training_id), encoded=True)
         # The body encoded here: aiohttp's json= goes through a general-purpose encoder.
         body = f'{{"key": {json.dumps(key)}}}'.encode()
         # Per key first: a request waiting for its busy key must not hold a global slot.

@@ -49,9 +49,14 @@ _NEEDS_POLL = (
 MIN_SQLITE = (3, 35, 0)
 
 
+def _json_col(i: int) -> str:
+    """Column ``i`` of one row of a JSON parameter read through ``json_each(?) AS j``."""
+    return f"json_extract(j.value, '$[{i}]')"
+
+
 def _row_columns(n: int) -> str:
-    """The ``n`` columns of one row of a JSON parameter read through ``json_each(?) AS j``."""
-    return ", ".join(f"json_extract(j.value, '$[{i}]')" for i in range(n))
+    """The first ``n`` columns of one row of a JSON parameter (see ``_json_col``)."""
+    return ", ".join(_json_col(i) for i in range(n))
 
 
 def _update_trainings(assignments: Sequence[str], extra: str = "") -> str:
@@ -62,14 +67,13 @@ def _update_trainings(assignments: Sequence[str], extra: str = "") -> str:
     """
     sets = []
     for i, assignment in enumerate(assignments, start=2):
-        value = f"json_extract(j.value, '$[{i}]')"
+        value = _json_col(i)
         sets.append(assignment.format(value) if "{}" in assignment else f"{assignment} = {value}")
     if extra:
         sets.append(extra)
     return (
         f"UPDATE trainings SET {', '.join(sets)} FROM json_each(?) AS j "
-        "WHERE trainings.training_id = json_extract(j.value, '$[0]') "
-        "AND trainings.key_ref = json_extract(j.value, '$[1]')"
+        f"WHERE trainings.training_id = {_json_col(0)} AND trainings.key_ref = {_json_col(1)}"
     )
 
 
@@ -516,10 +520,10 @@ class Store:
             "next_attempt_at, created_at) "
             "SELECT s.id, e.training_id, e.key_ref, e.seq, 'pending', ?, ? "
             "FROM json_each(?) AS j "
-            "JOIN subscriptions s ON s.training_id = json_extract(j.value, '$[0]') "
-            "AND s.key_ref = json_extract(j.value, '$[1]') "
+            f"JOIN subscriptions s ON s.training_id = {_json_col(0)} "
+            f"AND s.key_ref = {_json_col(1)} "
             "JOIN events e ON e.training_id = s.training_id AND e.key_ref = s.key_ref "
-            "AND e.seq >= json_extract(j.value, '$[2]') "
+            f"AND e.seq >= {_json_col(2)} "
             "WHERE s.status = 'active' AND e.seq > s.baseline_seq "
             "AND (s.kind = 'channel' OR e.kind != 'step')",
             (now, now, _rows_param(delivery_rows)),

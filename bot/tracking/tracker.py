@@ -181,12 +181,12 @@ class Tracker:
                 self._wake.clear()
                 now = self._clock()
                 self.last_tick = now
-                room = self._batch_size - self._waiting
                 if self._waiting > self._low_water:
                     # Enough claimed and not yet polled: claiming more would only make them
                     # wait. The workers wake this loop when they are down to the low water.
                     delay = 5.0
                 else:
+                    room = self._batch_size - self._waiting
                     due = await self._store.claim_due(
                         now,
                         next_at=now + self.interval,
@@ -233,10 +233,15 @@ class Tracker:
             finally:
                 self._release(key_ref)
             if update is None:
-                self._pending.pop((training.training_id, key_ref), None)
-                self._again.discard((training.training_id, key_ref))
+                self._settled(training.training_id, key_ref)
             else:
                 self._results.put_nowait(update)
+
+    def _settled(self, training_id: str, key_ref: str) -> None:
+        """A claimed training's poll is over (its result written, or given up)."""
+        key = (training_id, key_ref)
+        self._pending.pop(key, None)
+        self._again.discard(key)
 
     async def _take(self) -> Training:
         """The next training whose key has a free slot; others wait parked, in order."""
@@ -303,8 +308,7 @@ class Tracker:
                 )
             finally:
                 for update in batch:
-                    self._pending.pop((update.training_id, update.key_ref), None)
-                    self._again.discard((update.training_id, update.key_ref))
+                    self._settled(update.training_id, update.key_ref)
             if created is None:
                 continue
             self.polls_done += len(batch)
