@@ -66,6 +66,22 @@ async def test_url_quotes_the_id(session, sim) -> None:
     assert client.status_url("abc-_9").endswith("/fine_tune_status/abc-_9")
 
 
+@pytest.mark.parametrize("root", ["", "/", "/api/v3", "/api/v3/"])
+async def test_request_shape_under_any_root(session, sim, root: str) -> None:
+    """The status URL keeps the root's path; the body is JSON and says so (the API asks for
+    ``Content-Type: application/json``)."""
+    sim.add_training("Client0003", stage=2, key=SECRET_KEY)
+    client = SdApiClient(session, sim.base_url + root)
+    status = await client.fine_tune_status("Client0003", SECRET_KEY, retries=False)
+    assert status.steps
+    assert [(r.training_id, r.key, r.content_type) for r in sim.requests] == [
+        ("Client0003", SECRET_KEY, "application/json")
+    ]
+    assert client.status_url("Client0003") == (
+        f"{sim.base_url}{root.rstrip('/')}/fine_tune_status/Client0003"
+    )
+
+
 @pytest.mark.parametrize("raw", ["", " ", "a/b", "a%2Fb", "..", "x" * 65, "a\nb", "é"])
 async def test_invalid_ids_make_no_request(session, sim, raw: str) -> None:
     with pytest.raises(InvalidTrainingId):

@@ -190,7 +190,9 @@ async def test_unknown_training_id(session: aiohttp.ClientSession, sim: Simulato
     assert json.loads(raw) == {"status": "error", "message": "Training ID does not exist"}
     with pytest.raises(TrainingNotFound):
         parse_status(code, raw)
-    assert sim.requests == [RequestRecord("Nope000001", DEFAULT_KEY, 404, sim.requests[0].at)]
+    assert sim.requests == [
+        RequestRecord("Nope000001", DEFAULT_KEY, 404, sim.requests[0].at, "application/json")
+    ]
 
 
 async def test_any_api_root_is_accepted(session: aiohttp.ClientSession, sim: Simulator) -> None:

@@ -40,10 +40,6 @@ KEY_CHECK_TRAINING_ID = "tunewatch-key-check"
 # Parsed answers kept by body: at most this many, of at most this size each (a few MB at most).
 PARSE_MEMO_ENTRIES = 1024
 PARSE_MEMO_MAX_BODY = 4096
-# Status URLs kept by training id (a URL object costs more to build than the rest of a poll's
-# own work); the cache starts over when full.
-URL_CACHE_ENTRIES = 65_536
-_JSON_HEADERS = {"Content-Type": "application/json"}
 UNREACHABLE = "The Stable Diffusion API could not be reached; try again in a few minutes."
 
 
@@ -107,7 +103,10 @@ class SdApiClient:
         # trainings at the same stage answer the same text): parse each distinct body once.
         # parse_status is a pure function of (status, body) and TrainingStatus is immutable.
         self._parsed: dict[tuple[int, bytes], TrainingStatus] = {}
-        self._urls: dict[str, yarl.URL] = {}
+        # Status URLs are built from the parsed root: parsing a URL string per request (what
+        # aiohttp does with a str) costs more than the rest of a poll's own work.
+        self._root = yarl.URL(self._base_url)
+        self._status_path = f"{self._root.raw_path.rstrip('/')}/fine_tune_status/"
 
     def status_url(self, training_id: str) -> str:
         """The status URL of a (validated) training id."""
@@ -183,22 +182,20 @@ class SdApiClient:
             timeout = min(timeout, deadline - time.monotonic())
             if timeout <= 0:
                 raise ApiUnavailable(UNREACHABLE, detail="no time left for the request")
-        url = self._urls.get(training_id)
-        if url is None:
-            if len(self._urls) >= URL_CACHE_ENTRIES:
-                self._urls.clear()
-            # The id is validated (only [A-Za-z0-9_-]), so the URL is already encoded: tell
-            # yarl, and skip its re-encoding.
-            url = self._urls[training_id] = yarl.URL(self.status_url(training_id), encoded=True)
-        # The body encoded here: aiohttp's json= goes through a general-purpose encoder.
-        body = f'{{"key": {json.dumps(key)}}}'.encode()
+        # The id is validated (only [A-Za-z0-9_-]): already encoded as it is.
+        url = self._root.with_path(self._status_path + training_id, encoded=True)
+        # The body encoded here, its type given by the payload: aiohttp's json= goes through a
+        # general-purpose encoder, and a headers= mapping is merged into the request's own
+        # headers at a cost of its own.
+        payload = aiohttp.BytesPayload(
+            f'{{"key": {json.dumps(key)}}}'.encode(), content_type="application/json"
+        )
         # Per key first: a request waiting for its busy key must not hold a global slot.
         async with self._key_semaphore(key), self._overall:
             try:
                 async with self._session.post(
                     url,
-                    data=body,
-                    headers=_JSON_HEADERS,
+                    data=payload,
                     timeout=(
                         self._client_timeout
                         if deadline is None

@@ -68,6 +68,7 @@ class RequestRecord:
     key: str | None
     status: int
     at: float
+    content_type: str = ""
 
 
 def _json(value: dict[str, Any]) -> bytes:
@@ -360,7 +361,7 @@ class Simulator:
             status, body = self._answer(training_id, key)
             response = web.Response(status=status, body=body, content_type=_JSON)
         elif rule.fault is Fault.HANG:
-            await self._record(training_id, key, 503)
+            await self._record(training_id, key, 503, request.content_type)
             release = self._release
             try:
                 async with asyncio.timeout(rule.hang_seconds):
@@ -370,7 +371,7 @@ class Simulator:
             return self._fault_response(Fault.UNAVAILABLE)
         else:
             response = self._fault_response(rule.fault)
-        await self._record(training_id, key, response.status)
+        await self._record(training_id, key, response.status, request.content_type)
         return response
 
     def _take_fault(self, training_id: str) -> _FaultRule | None:
@@ -438,10 +439,12 @@ class Simulator:
             return web.Response(status=404, body=_NOT_FOUND_BODY, content_type=_JSON)
         return web.Response(status=200, body=b"not json{", content_type=_JSON)
 
-    async def _record(self, training_id: str, key: str | None, status: int) -> None:
+    async def _record(
+        self, training_id: str, key: str | None, status: int, content_type: str
+    ) -> None:
         now = self._clock()
         if self.record:
-            self.requests.append(RequestRecord(training_id, key, status, now))
+            self.requests.append(RequestRecord(training_id, key, status, now, content_type))
         if self.first_request_at is None:
             self.first_request_at = now
         self.last_request_at = now
