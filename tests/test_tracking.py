@@ -615,9 +615,9 @@ async def test_a_poll_cancelled_by_stop_is_made_again_after_start(store, client,
 async def test_polls_that_see_nothing_new_write_nothing_and_are_not_taken_for_a_gap(
     store, client, sim
 ) -> None:
-    # A poll that changes nothing leaves the row alone (its claim wrote the next poll time),
-    # so the row's last_ok_at ages. A step seen later must still not be marked late: the
-    # tracker knows when the training last answered.
+    # A poll that changes nothing leaves the row alone (the schedule is kept in memory), so
+    # the row's last_ok_at ages. A step seen later must still not be marked late: the tracker
+    # knows when the training last answered.
     now = [1_000_000.0]
     training = sim.add_training("Quiet00001", stage=1)
     tracker = make_tracker(store, client, interval=10, clock=lambda: now[0])
@@ -635,8 +635,7 @@ async def test_polls_that_see_nothing_new_write_nothing_and_are_not_taken_for_a_
             await wait_until(lambda n=cycle: tracker.polls_done >= n, what=f"poll {cycle}")
         row = await store.get_training("Quiet00001", DEFAULT_KEY_REF)
         assert row is not None
-        assert row.last_ok_at == written.last_ok_at  # nothing written by the quiet polls
-        assert row.next_poll_at > now[0]  # the claims kept the schedule
+        assert row == written  # nothing written by the quiet polls
         training.advance()
         now[0] += 11
         tracker.wake()
@@ -645,3 +644,43 @@ async def test_polls_that_see_nothing_new_write_nothing_and_are_not_taken_for_a_
         await tracker.stop()
     groups = await store.pending_deliveries(time.time(), limit=10)
     assert [[(d.event.seq, d.event.late) for d in g] for g in groups] == [[(1, False)]]
+
+
+async def test_the_schedule_kept_in_memory_is_written_at_stop(store, client, sim) -> None:
+    # Quiet polls write nothing; stop() writes when each training is next due, so a restart
+    # polls at that time, not at once.
+    now = [1_000_000.0]
+    sim.add_training("Sched00001", stage=1)
+    tracker = make_tracker(store, client, interval=10, clock=lambda: now[0])
+    await tracker.ingest(
+        "Sched00001", DEFAULT_KEY_REF, await client.fine_tune_status("Sched00001", DEFAULT_KEY)
+    )
+    await subscribe(store, "Sched00001")
+    written = await store.get_training("Sched00001", DEFAULT_KEY_REF)
+    assert written is not None
+    before = sim.request_count("Sched00001")
+    tracker.start()
+    try:
+        now[0] += 11
+        tracker.wake()
+        await wait_until(lambda: tracker.polls_done >= 1, what="a quiet poll")
+        assert await store.get_training("Sched00001", DEFAULT_KEY_REF) == written
+    finally:
+        await tracker.stop()
+    row = await store.get_training("Sched00001", DEFAULT_KEY_REF)
+    assert row is not None
+    assert now[0] + 9 <= row.next_poll_at <= now[0] + 11  # the interval, give or take jitter
+    assert row._replace(next_poll_at=written.next_poll_at) == written
+
+    again = make_tracker(store, client, interval=10, clock=lambda: now[0])
+    again.start()
+    try:
+        tick = again.last_tick
+        again.wake()
+        await wait_until(lambda: again.last_tick != tick, what="a tick of the new tracker")
+        assert sim.request_count("Sched00001") == before + 1  # not due yet
+        now[0] += 11
+        again.wake()
+        await sim.wait_for_requests(before + 2, training_id="Sched00001")
+    finally:
+        await again.stop()

@@ -93,6 +93,8 @@ _UPDATE_OK = _update_trainings(
     "consecutive_errors = 0, last_error = NULL, not_found_count = 0, "
     "first_not_found_at = NULL, last_ok_at = ?",
 )
+# The schedule the tracker kept in memory. Parameters: the rows.
+_UPDATE_NEXT_POLL = _update_trainings(["next_poll_at"])
 # A failed poll: when to try again and why; the last good state stays.
 _UPDATE_FAILED = _update_trainings(
     [
@@ -190,6 +192,12 @@ class Store:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._write_lock = asyncio.Lock()
+        # Counts the writes that may change which trainings are polled, or when: the tracker,
+        # which keeps its schedule in memory, reads the followed trainings again when it moves.
+        self.follow_changes = 0
+
+    def _followers_changed(self) -> None:
+        self.follow_changes += 1
 
     @classmethod
     async def open(cls, path: str | Path) -> Store:
@@ -326,48 +334,39 @@ class Store:
             row = await cur.fetchone()
         return None if row is None else _training(row)
 
-    async def claim_due(
-        self, now: float, *, next_at: float, spread: float, limit: int
-    ) -> list[Training]:
-        """Trainings due for a poll, earliest first, rescheduled for their next poll.
-
-        Each claimed row's next poll time becomes ``next_at`` give or take ``spread`` (at
-        random, so polls stay spread out): the row is not due again before then, and a poll
-        that changes nothing needs no write of its own. A poll that fails or sees something
-        new writes its result, next time included. If the process dies with a poll in flight,
-        the training is polled at its next time.
-        """
-        async with self._transaction() as db:
-            rows = await _select_rows(
-                db,
-                _TRAINING_COLUMNS,
-                f"SELECT {_TRAINING_COLUMNS} FROM trainings t WHERE t.next_poll_at <= ? AND "
-                f"{_NEEDS_POLL} ORDER BY t.next_poll_at LIMIT ?",
-                (now, limit),
-            )
-            if rows:
-                await db.execute(
-                    "UPDATE trainings SET next_poll_at = ? + ? * ((abs(random()) % 2001) - 1000) "
-                    "/ 1000.0 WHERE (training_id, key_ref) IN "
-                    f"(SELECT {_row_columns(2)} FROM json_each(?) AS j)",
-                    (next_at, spread, _rows_param([r[:2] for r in rows])),
-                )
+    async def followed_trainings(self) -> list[Training]:
+        """Every unfinished training someone follows (what the tracker polls)."""
+        rows = await _select_rows(
+            self._db,
+            _TRAINING_COLUMNS,
+            f"SELECT {_TRAINING_COLUMNS} FROM trainings t WHERE {_NEEDS_POLL}",
+            (),
+        )
         return [_training(r) for r in rows]
 
-    async def next_poll_at(self) -> float | None:
-        """When the next poll is due, or None when nothing needs polling."""
-        # ORDER BY ... LIMIT 1 walks the trainings_due index; MIN() with this WHERE would not.
-        rows = list(
-            await self._db.execute_fetchall(
-                f"SELECT t.next_poll_at FROM trainings t WHERE {_NEEDS_POLL} "
-                "ORDER BY t.next_poll_at LIMIT 1"
-            )
+    async def trainings(self, keys: Sequence[tuple[str, str]]) -> list[Training]:
+        """The rows of these (training_id, key_ref) pairs that exist."""
+        if not keys:
+            return []
+        rows = await _select_rows(
+            self._db,
+            _TRAINING_COLUMNS,
+            f"SELECT {_TRAINING_COLUMNS} FROM trainings WHERE (training_id, key_ref) IN "
+            f"(SELECT {_row_columns(2)} FROM json_each(?) AS j)",
+            (_rows_param(keys),),
         )
-        return float(rows[0][0]) if rows else None
+        return [_training(r) for r in rows]
 
-    async def poll_now(self, training_id: str, now: float) -> int:
-        """Make this training due now where someone follows it; returns how many rows are
-        followed (one per key that polls it)."""
+    async def save_next_polls(self, rows: Sequence[tuple[str, str, float]]) -> None:
+        """Record when each (training_id, key_ref) is next due (the tracker keeps its schedule
+        in memory, and writes it here when it stops)."""
+        if rows:
+            async with self._transaction() as db:
+                await db.execute(_UPDATE_NEXT_POLL, (_rows_param(rows),))
+
+    async def poll_now(self, training_id: str, now: float) -> list[str]:
+        """Make this training due now where someone follows it; returns the key_refs of the
+        followed rows (one per key that polls it)."""
         async with self._transaction() as db:
             rows = await db.execute_fetchall(
                 f"SELECT t.key_ref FROM trainings t WHERE t.training_id = ? AND {_NEEDS_POLL}",
@@ -379,7 +378,8 @@ class Store:
                 "AND next_poll_at > ?",
                 [(now, training_id, key_ref, now) for key_ref in key_refs],
             )
-        return len(key_refs)
+        self._followers_changed()
+        return key_refs
 
     async def count_active_trainings(self) -> int:
         """Trainings currently polled."""
@@ -495,6 +495,7 @@ class Store:
                     )
                 )
         if revived:
+            self._followers_changed()  # polled again
             # The terminal slot must be free for the real outcome (and its deliveries).
             for table in ("deliveries", "events"):
                 await db.execute(
@@ -615,6 +616,7 @@ class Store:
                         (sub_id,),
                     )
                 already = False
+        self._followers_changed()
         sub = await self.get_subscription(sub_id)
         if sub is None:  # pragma: no cover - written just above
             raise LookupError(sub_id)
@@ -666,6 +668,7 @@ class Store:
         """Delete a subscription and its undelivered messages."""
         async with self._transaction() as db:
             await db.execute("DELETE FROM subscriptions WHERE id = ?", (sub_id,))
+        self._followers_changed()
 
     async def guild_subscriptions(self, guild_id: int) -> list[Subscription]:
         """A guild's channel subscriptions, newest first."""
@@ -679,13 +682,16 @@ class Store:
         """Pause one subscription with a reason its users can see; drop what it had pending."""
         async with self._transaction() as db:
             await self._pause(db, "id = ?", (sub_id,), reason, now)
+        self._followers_changed()
 
     async def pause_key_ref(self, key_ref: str, reason: str, now: float) -> int:
         """Pause every active subscription polled with this key; returns how many."""
         async with self._transaction() as db:
-            return await self._pause(
+            paused = await self._pause(
                 db, "key_ref = ? AND status = 'active'", (key_ref,), reason, now
             )
+        self._followers_changed()
+        return paused
 
     @staticmethod
     async def _pause(

@@ -4,6 +4,7 @@ per cycle however many channels and users follow it."""
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import random
 import time
@@ -64,7 +65,13 @@ def events_from_status(
 
 
 class Tracker:
-    """Polls due trainings with a pool of workers and records results in batched transactions."""
+    """Polls due trainings with a pool of workers and records results in batched transactions.
+
+    The schedule lives in memory: the followed trainings are read from the database at start
+    and again whenever the store reports a change of who follows what (a subscription, a
+    pause, a ``poll_now``), and each row is read back after the tracker writes it. A poll that
+    sees nothing new writes nothing; the next poll times are written when the tracker stops.
+    """
 
     def __init__(
         self,
@@ -82,6 +89,7 @@ class Tracker:
         batch_size: int = 1000,
         write_batch: int = 2000,
         write_linger: float = 0.2,
+        resync_every: float = 300.0,
         clock: Clock = time.time,
         on_outbox: Callable[[], None] | None = None,
     ) -> None:
@@ -102,6 +110,9 @@ class Tracker:
         self._write_batch = write_batch
         # A result waits at most a tenth of the interval to be written with others.
         self._write_linger = min(write_linger, interval / 10)
+        # The followed trainings are read again this often even when the store reports no
+        # change (a row edited by hand, or by another tool).
+        self._resync_every = resync_every
         self._clock = clock
         self._on_outbox = on_outbox or (lambda: None)
         self._late_after = max(2 * interval, interval + 30.0)
@@ -116,7 +127,17 @@ class Tracker:
         self.polls_done = 0
 
     def _reset(self) -> None:
-        """Forget what was claimed and in flight (at creation, and after stop())."""
+        """Forget the schedule and what was claimed and in flight (at creation, and after
+        stop()): start() reads the schedule from the database again."""
+        # The followed trainings as the database has them (each row read back after the
+        # tracker writes it), and when each one not claimed is next due. The heap holds
+        # (due, key) entries; one whose time is no longer the key's due time is stale.
+        self._rows: dict[tuple[str, str], Training] = {}
+        self._due: dict[tuple[str, str], float] = {}
+        self._heap: list[tuple[float, tuple[str, str]]] = []
+        self._synced: int | None = None  # the store's follow_changes when last read
+        self._touched: set[tuple[str, str]] | None = None  # read back during a _sync()
+        self._resync_at = 0.0
         self._queue: asyncio.Queue[Training] = asyncio.Queue()
         self._results: asyncio.Queue[TrainingUpdate] = asyncio.Queue()
         self._waiting = 0  # claimed trainings not yet taken by a worker (queued or parked)
@@ -126,8 +147,8 @@ class Tracker:
         # a worker never waits on one busy key while another key's trainings are due.
         self._busy: Counter[str] = Counter()
         self._parked: dict[str, deque[Training]] = {}
-        # Claimed trainings (and when) until their result is written (or the poll is given up).
-        self._pending: dict[tuple[str, str], float] = {}
+        # Claimed trainings until their result is written (or the poll is given up).
+        self._pending: set[tuple[str, str]] = set()
         # Pending trainings asked for by poll_soon() meanwhile: polled again as soon as written.
         self._again: set[tuple[str, str]] = set()
 
@@ -143,14 +164,24 @@ class Tracker:
             self._tasks.append(asyncio.create_task(self._work(), name=f"tracker-worker-{i}"))
 
     async def stop(self) -> None:
-        """Stop every task (a poll in flight is abandoned: made again at its next time)."""
+        """Stop every task and write the schedule (a poll in flight is abandoned: it is made
+        again after a restart, at once)."""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
         # gather: a cancellation of stop() itself is not swallowed with the tasks' own.
         await asyncio.gather(*tasks, return_exceptions=True)
-        # What was claimed is due again at its next time; a later start() claims anew.
+        moved = [
+            (*key, due)
+            for key, due in self._due.items()
+            if key in self._rows and due != self._rows[key].next_poll_at
+        ]
         self._reset()
+        try:
+            await self._store.save_next_polls(moved)
+        except Exception:
+            # Only costs polls made early after the restart.
+            log.exception("could not record the next poll times of %d trainings", len(moved))
 
     def wake(self) -> None:
         """Look for due trainings now (a subscription was added or a webhook arrived)."""
@@ -158,20 +189,86 @@ class Tracker:
 
     async def poll_soon(self, training_id: str) -> bool:
         """Make a followed training due now; False when nobody follows it."""
-        changed = await self._store.poll_now(training_id, self._clock())
-        if changed:
-            # A poll of it in flight (or its result not yet written) would write its own next
-            # time over this one: that result asks for the next poll at once instead.
-            self._again.update(key for key in self._pending if key[0] == training_id)
+        now = self._clock()
+        key_refs = await self._store.poll_now(training_id, now)
+        for key_ref in key_refs:
+            key = (training_id, key_ref)
+            row = self._rows.get(key)
+            if row is None:
+                continue  # followed since the last read: read again (the store says so)
+            self._rows[key] = row._replace(next_poll_at=now)  # as written
+            if key in self._pending:
+                # A poll of it in flight (or its result not yet written) would set its own
+                # next time over this one: that result asks for the next poll at once instead.
+                self._again.add(key)
+            else:
+                self._plan(key, now)
+        if key_refs:
             self.wake()
-        return changed > 0
+        return bool(key_refs)
 
     async def ingest(self, training_id: str, key_ref: str, status: TrainingStatus) -> None:
         """Record a status fetched outside the loop (by a command) like a poll result."""
         now = self._clock()
+        key = (training_id, key_ref)
         update = self._success(training_id, key_ref, None, status, now)
-        if await self._store.apply_updates([update], now):
+        created = await self._store.apply_updates([update], now)
+        await self._read_back([key])
+        if created:
             self._on_outbox()
+
+    # -- the schedule ------------------------------------------------------------------------
+
+    def _plan(self, key: tuple[str, str], at: float) -> None:
+        """Make a followed training, not claimed, due at ``at``."""
+        self._due[key] = at
+        heapq.heappush(self._heap, (at, key))
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        """Not polled any more (finished, or nobody follows it)."""
+        self._rows.pop(key, None)
+        self._due.pop(key, None)  # its heap entry is stale from now on
+        self._last_ok.pop(key, None)
+
+    async def _sync(self) -> None:
+        """Read the followed trainings again: add the new ones, drop the unfollowed, and
+        take rows someone else wrote (a ``poll_now``, say) as they are now."""
+        changes = self._store.follow_changes
+        # Rows the writer reads back meanwhile are newer than these: they stay as they are.
+        touched = self._touched = set()
+        try:
+            rows = await self._store.followed_trainings()
+        finally:
+            self._touched = None
+        self._synced = changes
+        self._resync_at = self._clock() + self._resync_every
+        fresh = {(row.training_id, row.key_ref): row for row in rows}
+        for key in [key for key in self._rows if key not in fresh]:
+            self._forget(key)  # a result in flight is written, then not planned again
+        for key, row in fresh.items():
+            known = self._rows.get(key)
+            if known == row or key in touched:
+                continue
+            self._rows[key] = row
+            if key in self._pending:
+                continue
+            due = self._due.get(key)
+            # New: at its time in the database. Written by someone else: the earlier of that
+            # and the planned time (another writer only ever asks for a poll sooner).
+            self._plan(key, row.next_poll_at if due is None else min(due, row.next_poll_at))
+
+    async def _read_back(self, keys: list[tuple[str, str]]) -> None:
+        """Take the rows just written as the database has them now."""
+        for row in await self._store.trainings(keys):
+            key = (row.training_id, row.key_ref)
+            if self._touched is not None:
+                self._touched.add(key)
+            if key not in self._rows:
+                continue  # not followed (yet): the next read adds it
+            if row.terminal is not None:
+                self._forget(key)
+            else:
+                self._rows[key] = row
 
     # -- loops -------------------------------------------------------------------------------
 
@@ -179,34 +276,28 @@ class Tracker:
         while True:
             try:
                 self._wake.clear()
+                if self._synced != self._store.follow_changes or self._clock() >= self._resync_at:
+                    await self._sync()
                 now = self._clock()
                 self.last_tick = now
-                if self._waiting > self._low_water:
+                heap, due = self._heap, self._due
+                room = self._batch_size - self._waiting
+                while room > 0 and heap and heap[0][0] <= now:
+                    at, key = heapq.heappop(heap)
+                    if due.get(key) != at:
+                        continue  # stale: planned again since, or forgotten
+                    del due[key]
+                    self._pending.add(key)
+                    self._waiting += 1
+                    room -= 1
+                    self._idle.clear()
+                    self._queue.put_nowait(self._rows[key])
+                if room <= 0:
                     # Enough claimed and not yet polled: claiming more would only make them
                     # wait. The workers wake this loop when they are down to the low water.
                     delay = 5.0
                 else:
-                    room = self._batch_size - self._waiting
-                    due = await self._store.claim_due(
-                        now,
-                        next_at=now + self.interval,
-                        spread=self.interval * self._jitter,
-                        limit=room,
-                    )
-                    for training in due:
-                        key = (training.training_id, training.key_ref)
-                        if key in self._pending:
-                            # Due again before its last poll's result was written (a poll
-                            # slower than the interval): queued or in flight already.
-                            continue
-                        self._pending[key] = now
-                        self._waiting += 1
-                        self._idle.clear()
-                        self._queue.put_nowait(training)
-                    if len(due) == room:
-                        continue
-                    next_at = await self._store.next_poll_at()
-                    delay = 5.0 if next_at is None else min(5.0, max(0.0, next_at - now))
+                    delay = 5.0 if not heap else min(5.0, max(0.0, heap[0][0] - now))
                 await wait_event(self._wake, delay)
             except asyncio.CancelledError:
                 raise
@@ -233,15 +324,19 @@ class Tracker:
             finally:
                 self._release(key_ref)
             if update is None:
-                self._settled(training.training_id, key_ref)
+                key = (training.training_id, key_ref)
+                now = self._clock()
+                self._settled(key, now if key in self._again else self._next_poll(now))
             else:
                 self._results.put_nowait(update)
 
-    def _settled(self, training_id: str, key_ref: str) -> None:
-        """A claimed training's poll is over (its result written, or given up)."""
-        key = (training_id, key_ref)
-        self._pending.pop(key, None)
+    def _settled(self, key: tuple[str, str], next_at: float) -> None:
+        """A claimed training's poll is over (its result written, or given up): plan the next
+        one, if it is still followed."""
+        self._pending.discard(key)
         self._again.discard(key)
+        if key in self._rows:
+            self._plan(key, next_at)
 
     async def _take(self) -> Training:
         """The next training whose key has a free slot; others wait parked, in order."""
@@ -278,27 +373,13 @@ class Tracker:
                 await wait_event(self._idle, self._write_linger)
             while len(batch) < self._write_batch and not self._results.empty():
                 batch.append(self._results.get_nowait())
-            now = self._clock()
-            if self._again:
-                for update in batch:
-                    key = (update.training_id, update.key_ref)
-                    if key in self._again:
-                        self._again.discard(key)
-                        update.next_poll_at = now
-                        update.unchanged = False  # the next time must be written
-            # An unchanged poll needs no write while the next time its claim wrote is ahead;
-            # one that finished later (a slow poll) writes its own, or it would be due at once.
-            fresh = now - self.interval * (1 - self._jitter)
-            changed = [
-                update
-                for update in batch
-                if not update.unchanged
-                or self._pending.get((update.training_id, update.key_ref), 0.0) <= fresh
-            ]
+            # A poll that saw nothing new has nothing to write: its next time is kept here.
+            changed = [update for update in batch if not update.unchanged]
             created: int | None = 0
             try:
                 if changed:
-                    created = await self._store.apply_updates(changed, now)
+                    created = await self._store.apply_updates(changed, self._clock())
+                    await self._read_back([(u.training_id, u.key_ref) for u in changed])
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -306,9 +387,11 @@ class Tracker:
                 log.exception(
                     "recording %d poll results failed; they will be polled again", len(changed)
                 )
-            finally:
-                for update in batch:
-                    self._settled(update.training_id, update.key_ref)
+            now = self._clock()
+            again = self._again
+            for update in batch:
+                key = (update.training_id, update.key_ref)
+                self._settled(key, now if key in again else update.next_poll_at)
             if created is None:
                 continue
             self.polls_done += len(batch)
