@@ -128,7 +128,7 @@ async def run(quick: bool) -> list[Figure]:
     _check_stage2_seed()
     trainings = 2_000 if quick else 10_000
     subscriptions = trainings * 5
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else 5
     async with temp_dir() as tmp, SimProcess(trainings, stage=2) as sim:
         seeded = tmp / "seeded.db"
         # As a bot that has followed these trainings for a while has them: what the simulator

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -93,7 +94,9 @@ class TrainingUpdate:
     state: str | None = None
     eta_minutes: int | None = None
     total_steps: int | None = None
-    events: list[Event] = field(default_factory=list)
+    # A tuple by default: most polls see nothing new, and an empty list per poll is garbage
+    # the cyclic collector has to look at.
+    events: Sequence[Event] = ()
     # A successful poll that changed nothing the row records (the claim already wrote the next
     # poll time): there is nothing to write.
     unchanged: bool = False

@@ -9,7 +9,7 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from bot import metrics
@@ -37,10 +37,10 @@ class KeyResolver(Protocol):
 
 def events_from_status(
     status: TrainingStatus, *, late: bool = False, after_seq: int = -1
-) -> list[Event]:
+) -> Sequence[Event]:
     """The step events (past ``after_seq``) and the terminal event a status shows."""
     if not status.terminal and (not status.steps or status.steps[-1].seq <= after_seq):
-        return []  # most polls: nothing new (steps are in log order)
+        return ()  # most polls: nothing new (steps are in log order)
     events = [
         Event(
             seq=step.seq,
@@ -245,6 +245,7 @@ class Tracker:
         fresh = {(row.training_id, row.key_ref): row for row in rows}
         for key in [key for key in self._rows if key not in fresh]:
             self._forget(key)  # a result in flight is written, then not planned again
+        planned: list[tuple[float, tuple[str, str]]] = []
         for key, row in fresh.items():
             known = self._rows.get(key)
             if known == row or key in touched:
@@ -255,7 +256,12 @@ class Tracker:
             due = self._due.get(key)
             # New: at its time in the database. Written by someone else: the earlier of that
             # and the planned time (another writer only ever asks for a poll sooner).
-            self._plan(key, row.next_poll_at if due is None else min(due, row.next_poll_at))
+            at = row.next_poll_at if due is None else min(due, row.next_poll_at)
+            self._due[key] = at
+            planned.append((at, key))
+        # One heapify for thousands of rows (at start) costs less than a push each.
+        self._heap.extend(planned)
+        heapq.heapify(self._heap)
 
     async def _read_back(self, keys: list[tuple[str, str]]) -> None:
         """Take the rows just written as the database has them now."""
