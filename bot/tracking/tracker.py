@@ -196,7 +196,8 @@ class Tracker:
             row = self._rows.get(key)
             if row is None:
                 continue  # followed since the last read: read again (the store says so)
-            self._rows[key] = row._replace(next_poll_at=now)  # as written
+            # As written: poll_now only moves a next poll time that is later than now.
+            self._rows[key] = row._replace(next_poll_at=min(row.next_poll_at, now))
             if key in self._pending:
                 # A poll of it in flight (or its result not yet written) would set its own
                 # next time over this one: that result asks for the next poll at once instead.
