@@ -40,6 +40,8 @@ KEY_CHECK_TRAINING_ID = "tunewatch-key-check"
 # Parsed answers kept by body: at most this many, of at most this size each (a few MB at most).
 PARSE_MEMO_ENTRIES = 1024
 PARSE_MEMO_MAX_BODY = 4096
+# Request bodies kept by key (see SdApiClient._bodies); the cache starts over when full.
+BODY_CACHE_ENTRIES = 1024
 UNREACHABLE = "The Stable Diffusion API could not be reached; try again in a few minutes."
 
 
@@ -103,6 +105,11 @@ class SdApiClient:
         # trainings at the same stage answer the same text): parse each distinct body once.
         # parse_status is a pure function of (status, body) and TrainingStatus is immutable.
         self._parsed: dict[tuple[int, bytes], TrainingStatus] = {}
+        # The request body of each key: every poll with one key sends the same bytes, and
+        # aiohttp's bytes payloads are reusable (building one costs more than the rest of the
+        # client's own work). It holds the key as each request does; the key resolver keeps
+        # the keys in memory anyway.
+        self._bodies: dict[str, aiohttp.BytesPayload] = {}
         # Status URLs are built from the parsed root: parsing a URL string per request (what
         # aiohttp does with a str) costs more than the rest of a poll's own work.
         self._root = yarl.URL(self._base_url)
@@ -141,8 +148,7 @@ class SdApiClient:
         """
         training_id = validate_training_id(training_id)
         if not retries and budget is None:
-            # The tracker's path, thousands of times a cycle: one attempt needs no retry machinery.
-            return await self._attempt(training_id, key, None)
+            return await self.attempt(training_id, key)
         deadline = None if budget is None else time.monotonic() + budget
         stop: stop_base = stop_after_attempt(self._max_attempts if retries else 1)
         if budget is not None:
@@ -156,7 +162,7 @@ class SdApiClient:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._attempt(training_id, key, deadline)
+                return await self.attempt(training_id, key, deadline)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def check_key(self, key: str, *, budget: float) -> None:
@@ -176,7 +182,15 @@ class SdApiClient:
         sleep = state.next_action.sleep if state.next_action else 0.0
         log.info("status attempt %d failed (%s); retry in %.1fs", state.attempt_number, exc, sleep)
 
-    async def _attempt(self, training_id: str, key: str, deadline: float | None) -> TrainingStatus:
+    async def attempt(
+        self, training_id: str, key: str, deadline: float | None = None
+    ) -> TrainingStatus:
+        """One request, no retry (the tracker's path, thousands of times a cycle).
+
+        Every ``await`` between a worker and the socket is resumed at each step of a request,
+        so this path awaits aiohttp and the semaphores directly: no context-manager coroutines.
+        """
+        training_id = validate_training_id(training_id)
         timeout = self._timeout
         if deadline is not None:
             timeout = min(timeout, deadline - time.monotonic())
@@ -184,16 +198,23 @@ class SdApiClient:
                 raise ApiUnavailable(UNREACHABLE, detail="no time left for the request")
         # The id is validated (only [A-Za-z0-9_-]): already encoded as it is.
         url = self._root.with_path(self._status_path + training_id, encoded=True)
-        # The body encoded here, its type given by the payload: aiohttp's json= goes through a
-        # general-purpose encoder, and a headers= mapping is merged into the request's own
-        # headers at a cost of its own.
-        payload = aiohttp.BytesPayload(
-            f'{{"key": {json.dumps(key)}}}'.encode(), content_type="application/json"
-        )
+        payload = self._bodies.get(key)
+        if payload is None:
+            if len(self._bodies) >= BODY_CACHE_ENTRIES:
+                self._bodies.clear()
+            # Encoded here, its type given by the payload: aiohttp's json= goes through a
+            # general-purpose encoder, and a headers= mapping is merged into the request's own
+            # headers at a cost of its own.
+            payload = self._bodies[key] = aiohttp.BytesPayload(
+                f'{{"key": {json.dumps(key)}}}'.encode(), content_type="application/json"
+            )
         # Per key first: a request waiting for its busy key must not hold a global slot.
-        async with self._key_semaphore(key), self._overall:
+        key_slots = self._key_semaphore(key)
+        await key_slots.acquire()
+        try:
+            await self._overall.acquire()
             try:
-                async with self._session.post(
+                response = await self._session.post(
                     url,
                     data=payload,
                     timeout=(
@@ -202,10 +223,15 @@ class SdApiClient:
                         else aiohttp.ClientTimeout(total=timeout)
                     ),
                     allow_redirects=False,
-                ) as response:
+                )
+                try:
                     body = await response.read()
                     retry_after = _retry_after_header(response.headers.get("Retry-After"))
                     status = response.status
+                finally:
+                    # What leaving ``async with response`` does.
+                    response.release()
+                    await response.wait_for_close()
             except TimeoutError:
                 raise ApiUnavailable(
                     UNREACHABLE, detail=f"timed out after {timeout:.1f}s for {training_id}"
@@ -214,6 +240,10 @@ class SdApiClient:
                 raise ApiUnavailable(
                     UNREACHABLE, detail=f"{type(exc).__name__} for {training_id}"
                 ) from None
+            finally:
+                self._overall.release()
+        finally:
+            key_slots.release()
         memo_key = (status, body)
         parsed = self._parsed.get(memo_key)
         if parsed is not None:

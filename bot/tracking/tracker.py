@@ -320,8 +320,30 @@ class Tracker:
                 self._wake.set()  # time to claim the next trainings
             key_ref = training.key_ref
             self._busy[key_ref] += 1
+            update: TrainingUpdate | None = None
             try:
-                update = await self._poll(training)
+                # The poll is written out here rather than in a coroutine of its own: every
+                # coroutine between this loop and the socket is resumed at each step of a
+                # request.
+                api_key = await self._keys.key_for(key_ref)
+                if api_key is None:
+                    await self._pause_key(key_ref)
+                else:
+                    started = time.monotonic()
+                    try:
+                        status = await self._client.attempt(training.training_id, api_key)
+                    except TrainingNotFound as exc:
+                        metrics.POLLS.labels("not_found").inc()
+                        update = self._not_found(training, exc, self._clock())
+                    except SdApiError as exc:
+                        metrics.POLLS.labels(type(exc).__name__).inc()
+                        update = self._failure(training, exc, self._clock())
+                    else:
+                        update = self._success(
+                            training.training_id, key_ref, training, status, self._clock()
+                        )
+                    finally:
+                        metrics.API_LATENCY.observe(time.monotonic() - started)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -408,30 +430,13 @@ class Tracker:
             if created:
                 self._on_outbox()
 
-    # -- one poll ----------------------------------------------------------------------------
+    # -- one poll's result -------------------------------------------------------------------------
 
-    async def _poll(self, training: Training) -> TrainingUpdate | None:
-        key = await self._keys.key_for(training.key_ref)
-        now = self._clock()
-        if key is None:
-            reason = self._keys.missing_reason(training.key_ref)
-            paused = await self._store.pause_key_ref(training.key_ref, reason, now)
-            log.warning("no key for %s: paused %d subscriptions", training.key_ref, paused)
-            return None
-        started = time.monotonic()
-        try:
-            status = await self._client.fine_tune_status(training.training_id, key, retries=False)
-        except TrainingNotFound as exc:
-            metrics.POLLS.labels("not_found").inc()
-            return self._not_found(training, exc, self._clock())
-        except SdApiError as exc:
-            metrics.POLLS.labels(type(exc).__name__).inc()
-            return self._failure(training, exc, self._clock())
-        finally:
-            metrics.API_LATENCY.observe(time.monotonic() - started)
-        return self._success(
-            training.training_id, training.key_ref, training, status, self._clock()
-        )
+    async def _pause_key(self, key_ref: str) -> None:
+        """No key for this key_ref (any more): pause what it polls, with the reason."""
+        reason = self._keys.missing_reason(key_ref)
+        paused = await self._store.pause_key_ref(key_ref, reason, self._clock())
+        log.warning("no key for %s: paused %d subscriptions", key_ref, paused)
 
     def _next_poll(self, now: float) -> float:
         return now + self.interval * random.uniform(1 - self._jitter, 1 + self._jitter)
