@@ -191,13 +191,11 @@ class Tracker:
         """Make a followed training due now; False when nobody follows it."""
         now = self._clock()
         key_refs = await self._store.poll_now(training_id, now)
-        for key_ref in key_refs:
-            key = (training_id, key_ref)
-            row = self._rows.get(key)
-            if row is None:
+        keys = [(training_id, key_ref) for key_ref in key_refs]
+        await self._read_back(keys)  # the rows as written (the copies only ever come from reads)
+        for key in keys:
+            if key not in self._rows:
                 continue  # followed since the last read: read again (the store says so)
-            # As written: poll_now only moves a next poll time that is later than now.
-            self._rows[key] = row._replace(next_poll_at=min(row.next_poll_at, now))
             if key in self._pending:
                 # A poll of it in flight (or its result not yet written) would set its own
                 # next time over this one: that result asks for the next poll at once instead.
