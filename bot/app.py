@@ -97,7 +97,7 @@ class TunewatchBot(commands.Bot):
             max_concurrency_per_key=settings.API_MAX_CONCURRENCY_PER_KEY,
             max_attempts=settings.API_MAX_ATTEMPTS,
         )
-        self.keys = KeyRing(settings, self.store)
+        self.keys = KeyRing(settings, self.store, on_forget=self.sdapi.forget_keys)
         self.tracker = Tracker(
             self.store,
             self.sdapi,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from bot.config import Settings
 from bot.secrets import KeyCipher, UnreadableKey, cipher_from_settings
@@ -52,9 +53,17 @@ class KeyRing:
     """Resolves key references to keys; keys never leave this object except to the client."""
 
     def __init__(
-        self, settings: Settings, store: Store, *, cipher: KeyCipher | None = None
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        cipher: KeyCipher | None = None,
+        on_forget: Callable[[], None] | None = None,
     ) -> None:
         self._operator_key = settings.SD_API_KEY
+        # Called when a user's key is replaced or removed, so whatever else holds keys (the
+        # API client's request bodies) lets the old one go.
+        self._on_forget = on_forget or (lambda: None)
         self._store = store
         self._user_keys = UserKeys(store)
         # Raises SecretError (a ConfigError) at startup when TUNEWATCH_SECRET is malformed.
@@ -98,6 +107,8 @@ class KeyRing:
         if self._cipher is None:
             raise UserKeysDisabled
         await self._user_keys.put(user_id, self._cipher.encrypt(key), now=time.time())
+        if self._cache.get(user_id, key) != key:
+            self._on_forget()
         self._cache[user_id] = key
         self._unreadable.discard(user_id)
 
@@ -107,6 +118,7 @@ class KeyRing:
         Returns (whether a key was stored, how many subscriptions were paused).
         """
         self._cache.pop(user_id, None)
+        self._on_forget()
         self._unreadable.discard(user_id)
         removed = await self._user_keys.delete(user_id)
         ref = user_ref(user_id)

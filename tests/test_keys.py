@@ -414,3 +414,38 @@ async def test_check_key_against_the_simulator() -> None:
         status = await client.fine_tune_status("Owned00001", "valid-key-one")
         assert status.state == "deploying_gpu"
         assert [r.training_id for r in sim.requests][:2] == [KEY_CHECK_TRAINING_ID] * 2
+
+
+async def test_a_replaced_or_removed_key_leaves_the_clients_request_bodies(
+    store: Store, db_path: Path
+) -> None:
+    # The client keeps one request body per key (they are reusable): a key the user replaced or
+    # removed must not stay in it.
+    async with (
+        Simulator(keys=["alice-key-one", "alice-key-two"]) as sim,
+        aiohttp.ClientSession() as s,
+    ):
+        assert sim.base_url is not None
+        sim.add_training("Alice00001", key="alice-key-one")
+        sim.add_training("Alice00002", key="alice-key-two")
+        client = SdApiClient(s, sim.base_url, max_attempts=1)
+        ring = KeyRing(settings(db_path, TUNEWATCH_SECRET=OLD), store, on_forget=client.forget_keys)
+
+        def kept() -> str:
+            return " ".join(f"{payload._value!r}" for payload in client._bodies.values())
+
+        await ring.set_user_key(ALICE, "alice-key-one")
+        await client.attempt("Alice00001", (await ring.key_for_user(ALICE))[1])
+        assert "alice-key-one" in kept()
+        await ring.set_user_key(ALICE, "alice-key-one")  # the same key again: nothing to drop
+        assert "alice-key-one" in kept()
+        await ring.set_user_key(ALICE, "alice-key-two")
+        assert "alice-key-one" not in kept()
+        await client.attempt("Alice00002", (await ring.key_for_user(ALICE))[1])
+        assert "alice-key-two" in kept()
+        await ring.clear_user_key(ALICE)
+        assert not client._bodies
+        assert [(r.training_id, r.key) for r in sim.requests] == [
+            ("Alice00001", "alice-key-one"),
+            ("Alice00002", "alice-key-two"),
+        ]

@@ -107,13 +107,17 @@ class SdApiClient:
         self._parsed: dict[tuple[int, bytes], TrainingStatus] = {}
         # The request body of each key: every poll with one key sends the same bytes, and
         # aiohttp's bytes payloads are reusable (building one costs more than the rest of the
-        # client's own work). It holds the key as each request does; the key resolver keeps
-        # the keys in memory anyway.
+        # client's own work). It holds keys as the key resolver's cache does, and is emptied
+        # when a key is replaced or removed (forget_keys).
         self._bodies: dict[str, aiohttp.BytesPayload] = {}
         # Status URLs are built from the parsed root: parsing a URL string per request (what
         # aiohttp does with a str) costs more than the rest of a poll's own work.
         self._root = yarl.URL(self._base_url)
         self._status_path = f"{self._root.raw_path.rstrip('/')}/fine_tune_status/"
+
+    def forget_keys(self) -> None:
+        """Drop the request bodies kept per key (a key was replaced or removed)."""
+        self._bodies.clear()
 
     def status_url(self, training_id: str) -> str:
         """The status URL of a (validated) training id."""
