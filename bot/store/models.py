@@ -97,9 +97,6 @@ class TrainingUpdate:
     # A tuple by default: most polls see nothing new, and an empty list per poll is garbage
     # the cyclic collector has to look at.
     events: Sequence[Event] = ()
-    # A successful poll that changed nothing the row records (the claim already wrote the next
-    # poll time): there is nothing to write.
-    unchanged: bool = False
 
 
 @dataclass(frozen=True, slots=True)

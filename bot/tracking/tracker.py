@@ -125,6 +125,7 @@ class Tracker:
         self._reset()
         self.last_tick: float | None = None
         self.polls_done = 0
+        self._quiet_polls = 0  # answered with nothing new, not yet in the metrics
 
     def _reset(self) -> None:
         """Forget the schedule and what was claimed and in flight (at creation, and after
@@ -138,6 +139,7 @@ class Tracker:
         self._synced: int | None = None  # the store's follow_changes when last read
         self._touched: set[tuple[str, str]] | None = None  # read back during a _sync()
         self._resync_at = 0.0
+        self._sleep_until = 0.0  # when the scheduler looks again (0 while it is looking)
         self._queue: asyncio.Queue[Training] = asyncio.Queue()
         self._results: asyncio.Queue[TrainingUpdate] = asyncio.Queue()
         self._waiting = 0  # claimed trainings not yet taken by a worker (queued or parked)
@@ -211,6 +213,8 @@ class Tracker:
         now = self._clock()
         key = (training_id, key_ref)
         update = self._success(training_id, key_ref, None, status, now)
+        if update is None:  # not without a row to compare with: everything is news
+            return
         created = await self._store.apply_updates([update], now)
         await self._read_back([key])
         if created:
@@ -222,6 +226,8 @@ class Tracker:
         """Make a followed training, not claimed, due at ``at``."""
         self._due[key] = at
         heapq.heappush(self._heap, (at, key))
+        if at < self._sleep_until:
+            self._wake.set()  # due before the scheduler would look again
 
     def _forget(self, key: tuple[str, str]) -> None:
         """Not polled any more (finished, or nobody follows it)."""
@@ -281,10 +287,13 @@ class Tracker:
         while True:
             try:
                 self._wake.clear()
+                self._sleep_until = 0.0
                 if self._synced != self._store.follow_changes or self._clock() >= self._resync_at:
                     await self._sync()
                 now = self._clock()
                 self.last_tick = now
+                if self._quiet_polls:
+                    _POLLS_OK.inc(self._take_quiet_polls())
                 heap, due = self._heap, self._due
                 room = self._batch_size - self._waiting
                 while room > 0 and heap and heap[0][0] <= now:
@@ -303,6 +312,7 @@ class Tracker:
                     delay = 5.0
                 else:
                     delay = 5.0 if not heap else min(5.0, max(0.0, heap[0][0] - now))
+                self._sleep_until = now + delay
                 await wait_event(self._wake, delay)
             except asyncio.CancelledError:
                 raise
@@ -319,6 +329,7 @@ class Tracker:
             key_ref = training.key_ref
             self._busy[key_ref] += 1
             update: TrainingUpdate | None = None
+            quiet = False  # answered, with nothing new
             try:
                 # The poll is written out here rather than in a coroutine of its own: every
                 # coroutine between this loop and the socket is resumed at each step of a
@@ -340,6 +351,7 @@ class Tracker:
                         update = self._success(
                             training.training_id, key_ref, training, status, self._clock()
                         )
+                        quiet = update is None
                     finally:
                         metrics.API_LATENCY.observe(time.monotonic() - started)
             except asyncio.CancelledError:
@@ -350,12 +362,26 @@ class Tracker:
                 update = None
             finally:
                 self._release(key_ref)
-            if update is None:
-                key = (training.training_id, key_ref)
-                now = self._clock()
-                self._settled(key, now if key in self._again else self._next_poll(now))
-            else:
+            if update is not None:
                 self._results.put_nowait(update)
+                continue
+            # Nothing to write: the poll saw nothing new (or was given up). Its next time is
+            # kept here, without a trip through the writer.
+            key = (training.training_id, key_ref)
+            now = self._clock()
+            if key in self._again:
+                self._settled(key, now)
+                self._wake.set()
+            else:
+                self._settled(key, self._next_poll(now))
+            if quiet:
+                self.polls_done += 1
+                self._quiet_polls += 1
+
+    def _take_quiet_polls(self) -> int:
+        """Quiet polls not yet counted in the metrics (counted in bulk: inc() takes a lock)."""
+        quiet, self._quiet_polls = self._quiet_polls, 0
+        return quiet
 
     def _settled(self, key: tuple[str, str], next_at: float) -> None:
         """A claimed training's poll is over (its result written, or given up): plan the next
@@ -400,19 +426,16 @@ class Tracker:
                 await wait_event(self._idle, self._write_linger)
             while len(batch) < self._write_batch and not self._results.empty():
                 batch.append(self._results.get_nowait())
-            # A poll that saw nothing new has nothing to write: its next time is kept here.
-            changed = [update for update in batch if not update.unchanged]
             created: int | None = 0
             try:
-                if changed:
-                    created = await self._store.apply_updates(changed, self._clock())
-                    await self._read_back([(u.training_id, u.key_ref) for u in changed])
+                created = await self._store.apply_updates(batch, self._clock())
+                await self._read_back([(u.training_id, u.key_ref) for u in batch])
             except asyncio.CancelledError:
                 raise
             except Exception:
                 created = None
                 log.exception(
-                    "recording %d poll results failed; they will be polled again", len(changed)
+                    "recording %d poll results failed; they will be polled again", len(batch)
                 )
             now = self._clock()
             again = self._again
@@ -423,7 +446,7 @@ class Tracker:
                 continue
             self.polls_done += len(batch)
             # Counted per batch: a counter's inc() takes a lock, and this is every poll.
-            _POLLS_OK.inc(sum(1 for update in batch if update.ok))
+            _POLLS_OK.inc(sum(1 for update in batch if update.ok) + self._take_quiet_polls())
             self._wake.set()  # the next due time moved: let the scheduler look again
             if created:
                 self._on_outbox()
@@ -450,7 +473,9 @@ class Tracker:
         training: Training | None,
         status: TrainingStatus,
         now: float,
-    ) -> TrainingUpdate:
+    ) -> TrainingUpdate | None:
+        """The update a successful poll makes; None when it has nothing to record (the row
+        already says all of it: most polls)."""
         # Steps first seen after a gap (the bot was down, or the API was) are marked late.
         key = (training_id, key_ref)
         last_ok = self._last_ok.get(key, training.last_ok_at if training else None)
@@ -466,6 +491,18 @@ class Tracker:
         events = events_from_status(
             status, late=late, after_seq=training.last_seq if training else -1
         )
+        total_steps = status.total_steps
+        if (
+            training is not None
+            and not events
+            and training.terminal is None
+            and training.consecutive_errors == 0
+            and training.not_found_count == 0
+            and training.state == status.raw_state
+            and training.eta_minutes == status.eta_minutes
+            and total_steps in (None, training.total_steps)
+        ):
+            return None
         return TrainingUpdate(
             training_id=training_id,
             key_ref=key_ref,
@@ -473,18 +510,8 @@ class Tracker:
             ok=True,
             state=status.raw_state,
             eta_minutes=status.eta_minutes,
-            total_steps=status.total_steps,
+            total_steps=total_steps,
             events=events,
-            unchanged=(
-                training is not None
-                and not events
-                and training.terminal is None
-                and training.consecutive_errors == 0
-                and training.not_found_count == 0
-                and training.state == status.raw_state
-                and training.eta_minutes == status.eta_minutes
-                and status.total_steps in (None, training.total_steps)
-            ),
         )
 
     def _failure(self, training: Training, exc: SdApiError, now: float) -> TrainingUpdate:
