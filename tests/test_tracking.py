@@ -226,6 +226,12 @@ async def test_a_crashing_notifier_does_not_kill_the_loop(store: Store) -> None:
 # -- the tracker --------------------------------------------------------------------------
 
 
+async def ingest_from_api(tracker: Tracker, client: SdApiClient, training_id: str) -> None:
+    """Record what the API says of a training now, as a command that subscribes does first."""
+    status = await client.fine_tune_status(training_id, DEFAULT_KEY)
+    await tracker.ingest(training_id, DEFAULT_KEY_REF, status)
+
+
 def make_tracker(store: Store, client: SdApiClient, **kw) -> Tracker:
     kw.setdefault("interval", 0.1)
     kw.setdefault("max_backoff", 0.4)
@@ -236,9 +242,7 @@ def make_tracker(store: Store, client: SdApiClient, **kw) -> Tracker:
 async def test_one_poll_per_cycle_for_many_followers(store, client, sim) -> None:
     training = sim.add_training("Many000001", stage=1)
     tracker = make_tracker(store, client, interval=0.2)
-    await tracker.ingest(
-        "Many000001", DEFAULT_KEY_REF, await client.fine_tune_status("Many000001", DEFAULT_KEY)
-    )
+    await ingest_from_api(tracker, client, "Many000001")
     for channel in range(1, 21):
         await subscribe(store, "Many000001", channel=channel)
     tracker.start()
@@ -264,9 +268,7 @@ async def _done(store: Store) -> bool:
 async def test_backoff_grows_and_is_capped_and_keeps_the_subscription(store, client, sim) -> None:
     sim.add_training("Backoff001", stage=1)
     tracker = make_tracker(store, client, interval=0.05, max_backoff=0.4)
-    await tracker.ingest(
-        "Backoff001", DEFAULT_KEY_REF, await client.fine_tune_status("Backoff001", DEFAULT_KEY)
-    )
+    await ingest_from_api(tracker, client, "Backoff001")
     sub = await subscribe(store, "Backoff001")
     sim.inject(Fault.UNAVAILABLE, count=None)
     tracker.start()
@@ -293,9 +295,7 @@ async def test_backoff_grows_and_is_capped_and_keeps_the_subscription(store, cli
 async def test_not_found_must_repeat_before_followers_are_told(store, client, sim) -> None:
     sim.add_training("Vanish0001", stage=2)
     tracker = make_tracker(store, client, not_found_confirmations=3, not_found_window=0.0)
-    await tracker.ingest(
-        "Vanish0001", DEFAULT_KEY_REF, await client.fine_tune_status("Vanish0001", DEFAULT_KEY)
-    )
+    await ingest_from_api(tracker, client, "Vanish0001")
     sub = await subscribe(store, "Vanish0001")
     sim.inject(Fault.NOT_FOUND, count=2, training_id="Vanish0001")
     tracker.start()
@@ -329,9 +329,7 @@ async def _terminal(store: Store, tid: str) -> bool:
 async def test_missing_key_pauses_with_reason(store, client, sim) -> None:
     sim.add_training("NoKey00001", stage=1)
     tracker = make_tracker(store, client, keys=Keys(None))
-    await tracker.ingest(
-        "NoKey00001", DEFAULT_KEY_REF, await client.fine_tune_status("NoKey00001", DEFAULT_KEY)
-    )
+    await ingest_from_api(tracker, client, "NoKey00001")
     sub = await subscribe(store, "NoKey00001")
     before = sim.request_count()
     tracker.start()
@@ -354,9 +352,7 @@ async def test_resumes_from_the_database_after_a_restart(tmp_path: Path, client,
     training = sim.add_training("Resume0001", stage=1)
     first = await Store.open(tmp_path / "r.db")
     tracker = make_tracker(first, client)
-    await tracker.ingest(
-        "Resume0001", DEFAULT_KEY_REF, await client.fine_tune_status("Resume0001", DEFAULT_KEY)
-    )
+    await ingest_from_api(tracker, client, "Resume0001")
     await subscribe(first, "Resume0001")
     await first.close()  # no tracker ever ran on it
 
@@ -382,9 +378,7 @@ async def _has_deliveries(store: Store, n: int) -> bool:
 async def test_unfollowed_training_is_not_polled(store, client, sim) -> None:
     sim.add_training("Alone00001", stage=1)
     tracker = make_tracker(store, client)
-    await tracker.ingest(
-        "Alone00001", DEFAULT_KEY_REF, await client.fine_tune_status("Alone00001", DEFAULT_KEY)
-    )
+    await ingest_from_api(tracker, client, "Alone00001")
     before = sim.request_count()
     tracker.start()
     try:
@@ -453,9 +447,7 @@ async def test_a_slow_key_does_not_starve_another(store: Store, sim: Simulator) 
 async def test_a_training_declared_unknown_can_be_followed_again(store, client, sim) -> None:
     training = sim.add_training("Revive0001", stage=1)
     tracker = make_tracker(store, client, not_found_confirmations=1, not_found_window=0.0)
-    await tracker.ingest(
-        "Revive0001", DEFAULT_KEY_REF, await client.fine_tune_status("Revive0001", DEFAULT_KEY)
-    )
+    await ingest_from_api(tracker, client, "Revive0001")
     sub = await subscribe(store, "Revive0001")
     sim.inject(Fault.NOT_FOUND, count=None, training_id="Revive0001")
     tracker.start()
@@ -469,9 +461,7 @@ async def test_a_training_declared_unknown_can_be_followed_again(store, client, 
 
     # The API knows it again: a new subscription (which ingests the status) follows it anew.
     sim.clear_faults()
-    await tracker.ingest(
-        "Revive0001", DEFAULT_KEY_REF, await client.fine_tune_status("Revive0001", DEFAULT_KEY)
-    )
+    await ingest_from_api(tracker, client, "Revive0001")
     again = await subscribe(store, "Revive0001")
     assert again.id == sub.id
     assert again.status is SubscriptionStatus.ACTIVE
@@ -548,8 +538,7 @@ async def test_claims_stay_ahead_of_the_workers_and_nothing_is_polled_twice(
         clock=lambda: now[0],
     )
     for training_id in ids:
-        status = await client.fine_tune_status(training_id, DEFAULT_KEY)
-        await tracker.ingest(training_id, DEFAULT_KEY_REF, status)
+        await ingest_from_api(tracker, client, training_id)
         await subscribe(store, training_id)
         await store.poll_now(training_id, now[0])
     before = {training_id: sim.request_count(training_id) for training_id in ids}
@@ -572,8 +561,7 @@ async def test_poll_soon_during_a_poll_polls_again_after_it(store, client, sim) 
     # not write its own next time (here a backoff) over the request.
     sim.add_training("Again00001", stage=1)
     tracker = make_tracker(store, client, interval=60, max_backoff=900)
-    status = await client.fine_tune_status("Again00001", DEFAULT_KEY)
-    await tracker.ingest("Again00001", DEFAULT_KEY_REF, status)
+    await ingest_from_api(tracker, client, "Again00001")
     await subscribe(store, "Again00001")
     await store.poll_now("Again00001", time.time())
     before = sim.request_count("Again00001")
@@ -594,9 +582,7 @@ async def test_a_poll_cancelled_by_stop_is_made_again_after_start(store, client,
     # pending trainings, and skipped at every claim).
     sim.add_training("Stop000001", stage=1)
     tracker = make_tracker(store, client, interval=0.5)
-    await tracker.ingest(
-        "Stop000001", DEFAULT_KEY_REF, await client.fine_tune_status("Stop000001", DEFAULT_KEY)
-    )
+    await ingest_from_api(tracker, client, "Stop000001")
     await subscribe(store, "Stop000001")
     await store.poll_now("Stop000001", time.time())
     sim.inject(Fault.HANG, training_id="Stop000001")
@@ -621,9 +607,7 @@ async def test_polls_that_see_nothing_new_write_nothing_and_are_not_taken_for_a_
     now = [1_000_000.0]
     training = sim.add_training("Quiet00001", stage=1)
     tracker = make_tracker(store, client, interval=10, clock=lambda: now[0])
-    await tracker.ingest(
-        "Quiet00001", DEFAULT_KEY_REF, await client.fine_tune_status("Quiet00001", DEFAULT_KEY)
-    )
+    await ingest_from_api(tracker, client, "Quiet00001")
     await subscribe(store, "Quiet00001")
     written = await store.get_training("Quiet00001", DEFAULT_KEY_REF)
     assert written is not None
@@ -652,9 +636,7 @@ async def test_the_schedule_kept_in_memory_is_written_at_stop(store, client, sim
     now = [1_000_000.0]
     sim.add_training("Sched00001", stage=1)
     tracker = make_tracker(store, client, interval=10, clock=lambda: now[0])
-    await tracker.ingest(
-        "Sched00001", DEFAULT_KEY_REF, await client.fine_tune_status("Sched00001", DEFAULT_KEY)
-    )
+    await ingest_from_api(tracker, client, "Sched00001")
     await subscribe(store, "Sched00001")
     written = await store.get_training("Sched00001", DEFAULT_KEY_REF)
     assert written is not None

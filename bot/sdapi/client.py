@@ -150,7 +150,6 @@ class SdApiClient:
         ``budget`` bounds the total time in seconds, retries and waits included (an
         interaction cannot wait minutes); ``retries=False`` makes a single attempt.
         """
-        training_id = validate_training_id(training_id)
         if not retries and budget is None:
             return await self.attempt(training_id, key)
         deadline = None if budget is None else time.monotonic() + budget

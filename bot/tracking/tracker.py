@@ -367,13 +367,7 @@ class Tracker:
                 continue
             # Nothing to write: the poll saw nothing new (or was given up). Its next time is
             # kept here, without a trip through the writer.
-            key = (training.training_id, key_ref)
-            now = self._clock()
-            if key in self._again:
-                self._settled(key, now)
-                self._wake.set()
-            else:
-                self._settled(key, self._next_poll(now))
+            self._settled((training.training_id, key_ref), self._next_poll(self._clock()))
             if quiet:
                 self.polls_done += 1
                 self._quiet_polls += 1
@@ -385,9 +379,11 @@ class Tracker:
 
     def _settled(self, key: tuple[str, str], next_at: float) -> None:
         """A claimed training's poll is over (its result written, or given up): plan the next
-        one, if it is still followed."""
+        one at ``next_at`` (at once if poll_soon() asked meanwhile), if it is still followed."""
         self._pending.discard(key)
-        self._again.discard(key)
+        if key in self._again:
+            self._again.discard(key)
+            next_at = self._clock()
         if key in self._rows:
             self._plan(key, next_at)
 
@@ -437,17 +433,13 @@ class Tracker:
                 log.exception(
                     "recording %d poll results failed; they will be polled again", len(batch)
                 )
-            now = self._clock()
-            again = self._again
             for update in batch:
-                key = (update.training_id, update.key_ref)
-                self._settled(key, now if key in again else update.next_poll_at)
+                self._settled((update.training_id, update.key_ref), update.next_poll_at)
             if created is None:
                 continue
             self.polls_done += len(batch)
             # Counted per batch: a counter's inc() takes a lock, and this is every poll.
             _POLLS_OK.inc(sum(1 for update in batch if update.ok) + self._take_quiet_polls())
-            self._wake.set()  # the next due time moved: let the scheduler look again
             if created:
                 self._on_outbox()
 
