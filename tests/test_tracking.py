@@ -556,6 +556,37 @@ async def test_claims_stay_ahead_of_the_workers_and_nothing_is_polled_twice(
     assert polls == dict.fromkeys(ids, 1)
 
 
+async def test_a_start_polls_the_soonest_first_each_once_before_the_whole_schedule_is_read(
+    store, client, sim
+) -> None:
+    # The tracker reads the trainings due first (one claim window) before all of them, so the
+    # first polls do not wait for a schedule of thousands to be read. The order must still be
+    # the schedule's across that seam (trainings due at the same moment in the order they
+    # were followed), and no training may be polled twice or missed.
+    now = [2_000_000.0]
+    ids = [f"Start{i:05d}" for i in range(10)]
+    for training_id in ids:
+        sim.add_training(training_id, stage=1)
+    tracker = make_tracker(
+        store, client, interval=600, workers=1, per_key=1, batch_size=4, clock=lambda: now[0]
+    )
+    for training_id in ids:
+        await ingest_from_api(tracker, client, training_id)
+        await subscribe(store, training_id)
+    # Due in the reverse of the order followed, except Start00007..09 all due at one moment.
+    due = {t: now[0] - 100 + (9 - i) for i, t in enumerate(ids)}
+    due.update(dict.fromkeys(ids[7:], now[0] - 200))
+    await store.save_next_polls([(t, DEFAULT_KEY_REF, at) for t, at in due.items()])
+    first = len(sim.requests)
+    tracker.start()
+    try:
+        await wait_until(lambda: tracker.polls_done >= len(ids), what="every training polled")
+    finally:
+        await tracker.stop()
+    polled = [r.training_id for r in sim.requests[first:]]
+    assert polled == [*ids[7:], *reversed(ids[:7])]
+
+
 async def test_poll_soon_during_a_poll_polls_again_after_it(store, client, sim) -> None:
     # A webhook or a command asks for a poll while one is in flight: that poll's result must
     # not write its own next time (here a backoff) over the request.

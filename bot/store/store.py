@@ -334,14 +334,15 @@ class Store:
             row = await cur.fetchone()
         return None if row is None else _training(row)
 
-    async def followed_trainings(self) -> list[Training]:
-        """Every unfinished training someone follows (what the tracker polls)."""
-        rows = await _select_rows(
-            self._db,
-            _TRAINING_COLUMNS,
-            f"SELECT {_TRAINING_COLUMNS} FROM trainings t WHERE {_NEEDS_POLL}",
-            (),
-        )
+    async def followed_trainings(self, soonest: int | None = None) -> list[Training]:
+        """Every unfinished training someone follows (what the tracker polls), or only the
+        ``soonest`` ones due first."""
+        query = f"SELECT {_TRAINING_COLUMNS} FROM trainings t WHERE {_NEEDS_POLL}"
+        params: tuple[int, ...] = ()
+        if soonest is not None:
+            query += " ORDER BY next_poll_at LIMIT ?"
+            params = (soonest,)
+        rows = await _select_rows(self._db, _TRAINING_COLUMNS, query, params)
         return [_training(r) for r in rows]
 
     async def trainings(self, keys: Sequence[tuple[str, str]]) -> list[Training]:

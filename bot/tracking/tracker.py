@@ -8,7 +8,7 @@ import heapq
 import logging
 import random
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -22,6 +22,8 @@ from bot.tracking.loops import wait_event
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+Key = tuple[str, str]  # (training_id, key_ref): one polled training
+Claim = tuple[Key, Training]  # a training handed to the workers, with its key
 _POLLS_OK = metrics.POLLS.labels("ok")
 
 
@@ -35,12 +37,17 @@ class KeyResolver(Protocol):
         """Why a key_ref has no key: one sentence for /training-list."""
 
 
+def shows_news(status: TrainingStatus, after_seq: int) -> bool:
+    """Whether a status shows a step past ``after_seq`` or the end (steps are in log order)."""
+    return status.terminal or bool(status.steps and status.steps[-1].seq > after_seq)
+
+
 def events_from_status(
     status: TrainingStatus, *, late: bool = False, after_seq: int = -1
 ) -> Sequence[Event]:
     """The step events (past ``after_seq``) and the terminal event a status shows."""
-    if not status.terminal and (not status.steps or status.steps[-1].seq <= after_seq):
-        return ()  # most polls: nothing new (steps are in log order)
+    if not shows_news(status, after_seq):
+        return ()  # most polls
     events = [
         Event(
             seq=step.seq,
@@ -121,7 +128,7 @@ class Tracker:
         self._tasks: list[asyncio.Task[None]] = []
         # When each training last answered, for polls that wrote nothing (the row's
         # last_ok_at is only as new as the last write).
-        self._last_ok: dict[tuple[str, str], float] = {}
+        self._last_ok: dict[Key, float] = {}
         self._reset()
         self.last_tick: float | None = None
         self.polls_done = 0
@@ -131,28 +138,35 @@ class Tracker:
         """Forget the schedule and what was claimed and in flight (at creation, and after
         stop()): start() reads the schedule from the database again."""
         # The followed trainings as the database has them (each row read back after the
-        # tracker writes it), and when each one not claimed is next due. The heap holds
-        # (due, key) entries; one whose time is no longer the key's due time is stale.
-        self._rows: dict[tuple[str, str], Training] = {}
-        self._due: dict[tuple[str, str], float] = {}
-        self._heap: list[tuple[float, tuple[str, str]]] = []
-        self._synced: int | None = None  # the store's follow_changes when last read
-        self._touched: set[tuple[str, str]] | None = None  # read back during a _sync()
+        # tracker writes it), and when each one not claimed is next due.
+        self._rows: dict[Key, Training] = {}
+        self._due: dict[Key, float] = {}
+        # A heap of due times (floats: comparing (time, key) tuples made the heap a tenth of
+        # the tracker's own cost per poll), the key planned first at each time, and the keys
+        # planned after it at the same time, in order (rare, except for rows written alike).
+        # A time is in the heap once while it has keys; a key whose due time is no longer
+        # that time is stale there.
+        self._times: list[float] = []
+        self._planned: dict[float, Key] = {}
+        self._crowded: dict[float, deque[Key]] = {}
+        # The store's follow_changes at the last complete read (None: not read yet).
+        self._synced: int | None = None
+        self._touched: set[Key] | None = None  # read back during a _sync()
         self._resync_at = 0.0
         self._sleep_until = 0.0  # when the scheduler looks again (0 while it is looking)
-        self._queue: asyncio.Queue[Training] = asyncio.Queue()
+        self._queue: asyncio.Queue[Claim] = asyncio.Queue()
         self._results: asyncio.Queue[TrainingUpdate] = asyncio.Queue()
         self._waiting = 0  # claimed trainings not yet taken by a worker (queued or parked)
         self._idle = asyncio.Event()  # set while no training waits or is being polled
         self._idle.set()
         # Polls in flight per key, and trainings set aside while their key has no free slot:
         # a worker never waits on one busy key while another key's trainings are due.
-        self._busy: Counter[str] = Counter()
-        self._parked: dict[str, deque[Training]] = {}
+        self._busy: dict[str, int] = {}
+        self._parked: dict[str, deque[Claim]] = {}
         # Claimed trainings until their result is written (or the poll is given up).
-        self._pending: set[tuple[str, str]] = set()
+        self._pending: set[Key] = set()
         # Pending trainings asked for by poll_soon() meanwhile: polled again as soon as written.
-        self._again: set[tuple[str, str]] = set()
+        self._again: set[Key] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -212,7 +226,7 @@ class Tracker:
         """Record a status fetched outside the loop (by a command) like a poll result."""
         now = self._clock()
         key = (training_id, key_ref)
-        update = self._success(training_id, key_ref, None, status, now)
+        update = self._success(key, None, status, now)
         if update is None:  # not without a row to compare with: everything is news
             return
         created = await self._store.apply_updates([update], now)
@@ -222,35 +236,54 @@ class Tracker:
 
     # -- the schedule ------------------------------------------------------------------------
 
-    def _plan(self, key: tuple[str, str], at: float) -> None:
+    def _plan(self, key: Key, at: float) -> None:
         """Make a followed training, not claimed, due at ``at``."""
         self._due[key] = at
-        heapq.heappush(self._heap, (at, key))
+        if self._place(key, at):
+            heapq.heappush(self._times, at)
         if at < self._sleep_until:
             self._wake.set()  # due before the scheduler would look again
 
-    def _forget(self, key: tuple[str, str]) -> None:
+    def _place(self, key: Key, at: float) -> bool:
+        """Put a key at its time, after those already there; True when the time is new (the
+        heap needs it)."""
+        crowd = self._crowded.get(at)
+        if crowd is not None:
+            crowd.append(key)
+        elif at in self._planned:
+            self._crowded[at] = deque((key,))
+        else:
+            self._planned[at] = key
+            return True
+        return False
+
+    def _forget(self, key: Key) -> None:
         """Not polled any more (finished, or nobody follows it)."""
         self._rows.pop(key, None)
-        self._due.pop(key, None)  # its heap entry is stale from now on
+        self._due.pop(key, None)  # its planned entry is stale from now on
         self._last_ok.pop(key, None)
 
-    async def _sync(self) -> None:
+    async def _sync(self, soonest: int | None = None) -> None:
         """Read the followed trainings again: add the new ones, drop the unfollowed, and
-        take rows someone else wrote (a ``poll_now``, say) as they are now."""
+        take rows someone else wrote (a ``poll_now``, say) as they are now.
+
+        With ``soonest``, only that many due first are read (nothing is dropped unless that
+        was all of them): the first polls need not wait for thousands of rows to be read.
+        """
         changes = self._store.follow_changes
         # Rows the writer reads back meanwhile are newer than these: they stay as they are.
         touched = self._touched = set()
         try:
-            rows = await self._store.followed_trainings()
+            rows = await self._store.followed_trainings(soonest)
         finally:
             self._touched = None
-        self._synced = changes
-        self._resync_at = self._clock() + self._resync_every
         fresh = {(row.training_id, row.key_ref): row for row in rows}
-        for key in [key for key in self._rows if key not in fresh]:
-            self._forget(key)  # a result in flight is written, then not planned again
-        planned: list[tuple[float, tuple[str, str]]] = []
+        if soonest is None or len(rows) < soonest:
+            self._synced = changes
+            self._resync_at = self._clock() + self._resync_every
+            for key in [key for key in self._rows if key not in fresh]:
+                self._forget(key)  # a result in flight is written, then not planned again
+        times = []
         for key, row in fresh.items():
             known = self._rows.get(key)
             if known == row or key in touched:
@@ -263,12 +296,13 @@ class Tracker:
             # and the planned time (another writer only ever asks for a poll sooner).
             at = row.next_poll_at if due is None else min(due, row.next_poll_at)
             self._due[key] = at
-            planned.append((at, key))
+            if self._place(key, at):
+                times.append(at)
         # One heapify for thousands of rows (at start) costs less than a push each.
-        self._heap.extend(planned)
-        heapq.heapify(self._heap)
+        self._times.extend(times)
+        heapq.heapify(self._times)
 
-    async def _read_back(self, keys: list[tuple[str, str]]) -> None:
+    async def _read_back(self, keys: list[Key]) -> None:
         """Take the rows just written as the database has them now."""
         for row in await self._store.trainings(keys):
             key = (row.training_id, row.key_ref)
@@ -288,30 +322,47 @@ class Tracker:
             try:
                 self._wake.clear()
                 self._sleep_until = 0.0
-                if self._synced != self._store.follow_changes or self._clock() >= self._resync_at:
+                if self._synced is None and not self._rows:
+                    # Starting: the trainings due first, then (at once, while they are polled)
+                    # all of them.
+                    await self._sync(soonest=self._batch_size)
+                elif self._synced != self._store.follow_changes or self._clock() >= self._resync_at:
                     await self._sync()
                 now = self._clock()
                 self.last_tick = now
                 if self._quiet_polls:
                     _POLLS_OK.inc(self._take_quiet_polls())
-                heap, due = self._heap, self._due
-                room = self._batch_size - self._waiting
-                while room > 0 and heap and heap[0][0] <= now:
-                    at, key = heapq.heappop(heap)
+                times, planned, crowded, due = self._times, self._planned, self._crowded, self._due
+                rows, pending, queue = self._rows, self._pending, self._queue
+                room = claimed = self._batch_size - self._waiting
+                while room > 0 and times and times[0] <= now:
+                    at = times[0]
+                    key = planned.pop(at, None)
+                    if key is None:  # the first is gone: the others, in order
+                        crowd = crowded[at]
+                        key = crowd.popleft()
+                        if not crowd:
+                            del crowded[at]
+                            heapq.heappop(times)
+                    elif at not in crowded:
+                        heapq.heappop(times)
                     if due.get(key) != at:
                         continue  # stale: planned again since, or forgotten
                     del due[key]
-                    self._pending.add(key)
-                    self._waiting += 1
+                    pending.add(key)
                     room -= 1
+                    queue.put_nowait((key, rows[key]))
+                if room < claimed:
+                    self._waiting += claimed - room
                     self._idle.clear()
-                    self._queue.put_nowait(self._rows[key])
-                if room <= 0:
+                if self._synced is None:
+                    delay = 0.0  # the rest of the schedule is read next
+                elif room <= 0:
                     # Enough claimed and not yet polled: claiming more would only make them
                     # wait. The workers wake this loop when they are down to the low water.
                     delay = 5.0
                 else:
-                    delay = 5.0 if not heap else min(5.0, max(0.0, heap[0][0] - now))
+                    delay = 5.0 if not times else min(5.0, max(0.0, times[0] - now))
                 self._sleep_until = now + delay
                 await wait_event(self._wake, delay)
             except asyncio.CancelledError:
@@ -321,13 +372,26 @@ class Tracker:
                 await asyncio.sleep(1.0)
 
     async def _work(self) -> None:
+        queue, busy = self._queue, self._busy
         while True:
-            training = await self._take()
+            # The next training whose key has a free slot (taken without a coroutine while
+            # trainings wait: most of the time).
+            try:
+                claim = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                claim = await queue.get()
+            key, training = claim
+            key_ref = training.key_ref
+            polling = busy.get(key_ref, 0)
+            if polling >= self._per_key:
+                # Parked only while the key's slots are all taken: one of those polls will
+                # finish and hand it back (see _release).
+                self._parked.setdefault(key_ref, deque()).append(claim)
+                continue
+            busy[key_ref] = polling + 1
             self._waiting -= 1
             if self._waiting == self._low_water:
                 self._wake.set()  # time to claim the next trainings
-            key_ref = training.key_ref
-            self._busy[key_ref] += 1
             update: TrainingUpdate | None = None
             quiet = False  # answered, with nothing new
             try:
@@ -348,9 +412,7 @@ class Tracker:
                         metrics.POLLS.labels(type(exc).__name__).inc()
                         update = self._failure(training, exc, self._clock())
                     else:
-                        update = self._success(
-                            training.training_id, key_ref, training, status, self._clock()
-                        )
+                        update = self._success(key, training, status, self._clock())
                         quiet = update is None
                     finally:
                         metrics.API_LATENCY.observe(time.monotonic() - started)
@@ -367,7 +429,7 @@ class Tracker:
                 continue
             # Nothing to write: the poll saw nothing new (or was given up). Its next time is
             # kept here, without a trip through the writer.
-            self._settled((training.training_id, key_ref), self._next_poll(self._clock()))
+            self._settled(key, self._next_poll(self._clock()))
             if quiet:
                 self.polls_done += 1
                 self._quiet_polls += 1
@@ -377,7 +439,7 @@ class Tracker:
         quiet, self._quiet_polls = self._quiet_polls, 0
         return quiet
 
-    def _settled(self, key: tuple[str, str], next_at: float) -> None:
+    def _settled(self, key: Key, next_at: float) -> None:
         """A claimed training's poll is over (its result written, or given up): plan the next
         one at ``next_at`` (at once if poll_soon() asked meanwhile), if it is still followed."""
         self._pending.discard(key)
@@ -386,17 +448,6 @@ class Tracker:
             next_at = self._clock()
         if key in self._rows:
             self._plan(key, next_at)
-
-    async def _take(self) -> Training:
-        """The next training whose key has a free slot; others wait parked, in order."""
-        while True:
-            training = await self._queue.get()
-            key_ref = training.key_ref
-            if self._busy[key_ref] < self._per_key:
-                return training
-            # Parked only while the key's slots are all taken: one of those polls will finish
-            # and hand it back (see _release).
-            self._parked.setdefault(key_ref, deque()).append(training)
 
     def _release(self, key_ref: str) -> None:
         """A poll of this key finished: hand its oldest parked training back to the queue."""
@@ -452,24 +503,31 @@ class Tracker:
         log.warning("no key for %s: paused %d subscriptions", key_ref, paused)
 
     def _next_poll(self, now: float) -> float:
-        return now + self.interval * random.uniform(1 - self._jitter, 1 + self._jitter)
+        # random.uniform(1 - jitter, 1 + jitter), without its call: this is every poll.
+        return now + self.interval * (1 - self._jitter + 2 * self._jitter * random.random())
 
     def _backoff(self, errors: int, now: float) -> float:
         delay = min(self._max_backoff, self.interval * 2.0 ** max(0, errors - 1))
         return now + delay * random.uniform(1 - self._jitter, 1 + self._jitter)
 
     def _success(
-        self,
-        training_id: str,
-        key_ref: str,
-        training: Training | None,
-        status: TrainingStatus,
-        now: float,
+        self, key: Key, training: Training | None, status: TrainingStatus, now: float
     ) -> TrainingUpdate | None:
         """The update a successful poll makes; None when it has nothing to record (the row
         already says all of it: most polls)."""
+        if (
+            training is not None
+            and not shows_news(status, training.last_seq)
+            and training.terminal is None
+            and training.consecutive_errors == 0
+            and training.not_found_count == 0
+            and training.state == status.raw_state
+            and training.eta_minutes == status.eta_minutes
+            and status.total_steps in (None, training.total_steps)
+        ):
+            self._last_ok[key] = now
+            return None
         # Steps first seen after a gap (the bot was down, or the API was) are marked late.
-        key = (training_id, key_ref)
         last_ok = self._last_ok.get(key, training.last_ok_at if training else None)
         late = last_ok is not None and (
             last_ok < self._started_at or now - last_ok > self._late_after
@@ -478,23 +536,7 @@ class Tracker:
             self._last_ok.pop(key, None)  # not polled any more
         else:
             self._last_ok[key] = now
-        # Only what the claimed row had not recorded yet: most polls see nothing new, and
-        # the store filters again against the row as it is when written.
-        events = events_from_status(
-            status, late=late, after_seq=training.last_seq if training else -1
-        )
-        total_steps = status.total_steps
-        if (
-            training is not None
-            and not events
-            and training.terminal is None
-            and training.consecutive_errors == 0
-            and training.not_found_count == 0
-            and training.state == status.raw_state
-            and training.eta_minutes == status.eta_minutes
-            and total_steps in (None, training.total_steps)
-        ):
-            return None
+        training_id, key_ref = key
         return TrainingUpdate(
             training_id=training_id,
             key_ref=key_ref,
@@ -502,8 +544,12 @@ class Tracker:
             ok=True,
             state=status.raw_state,
             eta_minutes=status.eta_minutes,
-            total_steps=total_steps,
-            events=events,
+            total_steps=status.total_steps,
+            # Only what the claimed row had not recorded yet; the store filters again against
+            # the row as it is when written.
+            events=events_from_status(
+                status, late=late, after_seq=training.last_seq if training else -1
+            ),
         )
 
     def _failure(self, training: Training, exc: SdApiError, now: float) -> TrainingUpdate:
