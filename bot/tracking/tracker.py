@@ -4,7 +4,6 @@ per cycle however many channels and users follow it."""
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import random
 import time
@@ -18,6 +17,7 @@ from bot.sdapi.errors import RateLimited, SdApiError, TrainingNotFound
 from bot.sdapi.status import TrainingStatus
 from bot.store import TERMINAL_SEQ, Event, EventKind, Store, Training, TrainingUpdate
 from bot.tracking.loops import wait_event
+from bot.tracking.timetable import Timetable
 
 log = logging.getLogger(__name__)
 
@@ -140,15 +140,7 @@ class Tracker:
         # The followed trainings as the database has them (each row read back after the
         # tracker writes it), and when each one not claimed is next due.
         self._rows: dict[Key, Training] = {}
-        self._due: dict[Key, float] = {}
-        # A heap of due times (floats: comparing (time, key) tuples made the heap a tenth of
-        # the tracker's own cost per poll), the key planned first at each time, and the keys
-        # planned after it at the same time, in order (rare, except for rows written alike).
-        # A time is in the heap once while it has keys; a key whose due time is no longer
-        # that time is stale there.
-        self._times: list[float] = []
-        self._planned: dict[float, Key] = {}
-        self._crowded: dict[float, deque[Key]] = {}
+        self._due: Timetable[Key] = Timetable()
         # The store's follow_changes at the last complete read (None: not read yet).
         self._synced: int | None = None
         self._touched: set[Key] | None = None  # read back during a _sync()
@@ -238,29 +230,14 @@ class Tracker:
 
     def _plan(self, key: Key, at: float) -> None:
         """Make a followed training, not claimed, due at ``at``."""
-        self._due[key] = at
-        if self._place(key, at):
-            heapq.heappush(self._times, at)
+        self._due.plan(key, at)
         if at < self._sleep_until:
             self._wake.set()  # due before the scheduler would look again
-
-    def _place(self, key: Key, at: float) -> bool:
-        """Put a key at its time, after those already there; True when the time is new (the
-        heap needs it)."""
-        crowd = self._crowded.get(at)
-        if crowd is not None:
-            crowd.append(key)
-        elif at in self._planned:
-            self._crowded[at] = deque((key,))
-        else:
-            self._planned[at] = key
-            return True
-        return False
 
     def _forget(self, key: Key) -> None:
         """Not polled any more (finished, or nobody follows it)."""
         self._rows.pop(key, None)
-        self._due.pop(key, None)  # its planned entry is stale from now on
+        self._due.discard(key)
         self._last_ok.pop(key, None)
 
     async def _sync(self, soonest: int | None = None) -> None:
@@ -283,7 +260,7 @@ class Tracker:
             self._resync_at = self._clock() + self._resync_every
             for key in [key for key in self._rows if key not in fresh]:
                 self._forget(key)  # a result in flight is written, then not planned again
-        times = []
+        planned: list[tuple[Key, float]] = []
         for key, row in fresh.items():
             known = self._rows.get(key)
             if known == row or key in touched:
@@ -294,13 +271,8 @@ class Tracker:
             due = self._due.get(key)
             # New: at its time in the database. Written by someone else: the earlier of that
             # and the planned time (another writer only ever asks for a poll sooner).
-            at = row.next_poll_at if due is None else min(due, row.next_poll_at)
-            self._due[key] = at
-            if self._place(key, at):
-                times.append(at)
-        # One heapify for thousands of rows (at start) costs less than a push each.
-        self._times.extend(times)
-        heapq.heapify(self._times)
+            planned.append((key, row.next_poll_at if due is None else min(due, row.next_poll_at)))
+        self._due.plan_many(planned)
 
     async def _read_back(self, keys: list[Key]) -> None:
         """Take the rows just written as the database has them now."""
@@ -332,37 +304,24 @@ class Tracker:
                 self.last_tick = now
                 if self._quiet_polls:
                     _POLLS_OK.inc(self._take_quiet_polls())
-                times, planned, crowded, due = self._times, self._planned, self._crowded, self._due
-                rows, pending, queue = self._rows, self._pending, self._queue
-                room = claimed = self._batch_size - self._waiting
-                while room > 0 and times and times[0] <= now:
-                    at = times[0]
-                    key = planned.pop(at, None)
-                    if key is None:  # the first is gone: the others, in order
-                        crowd = crowded[at]
-                        key = crowd.popleft()
-                        if not crowd:
-                            del crowded[at]
-                            heapq.heappop(times)
-                    elif at not in crowded:
-                        heapq.heappop(times)
-                    if due.get(key) != at:
-                        continue  # stale: planned again since, or forgotten
-                    del due[key]
-                    pending.add(key)
-                    room -= 1
-                    queue.put_nowait((key, rows[key]))
-                if room < claimed:
-                    self._waiting += claimed - room
+                room = self._batch_size - self._waiting
+                claimed = self._due.pop_due(now, room)
+                if claimed:
+                    self._pending.update(claimed)
+                    self._waiting += len(claimed)
                     self._idle.clear()
+                    rows, queue = self._rows, self._queue
+                    for key in claimed:
+                        queue.put_nowait((key, rows[key]))
+                next_at = self._due.next_at()
                 if self._synced is None:
                     delay = 0.0  # the rest of the schedule is read next
-                elif room <= 0:
+                elif len(claimed) >= room:
                     # Enough claimed and not yet polled: claiming more would only make them
                     # wait. The workers wake this loop when they are down to the low water.
                     delay = 5.0
                 else:
-                    delay = 5.0 if not times else min(5.0, max(0.0, times[0] - now))
+                    delay = 5.0 if next_at is None else min(5.0, max(0.0, next_at - now))
                 self._sleep_until = now + delay
                 await wait_event(self._wake, delay)
             except asyncio.CancelledError:
