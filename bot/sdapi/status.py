@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qs
@@ -65,23 +65,25 @@ class TrainingStatus:
     unparsed: tuple[str, ...]
     log_lines: tuple[str, ...]
     failure_reason: str | None = None
+    # Derived once, when the status is made: the tracker reads them at every poll, and the
+    # client hands out one object per distinct body.
+    terminal: bool = field(init=False, repr=False, compare=False)
+    """True when the training will not change any more."""
+    total_steps: int | None = field(init=False, repr=False, compare=False)
+    """Steps in all: the last step's number plus the steps it says are left; None if unknown."""
+    last_seq: int = field(init=False, repr=False, compare=False)
+    """The last step's ``seq``; -1 without steps."""
 
-    @property
-    def terminal(self) -> bool:
-        """True when the training will not change any more."""
-        return self.finished or self.failed
-
-    @property
-    def total_steps(self) -> int | None:
-        """Steps in all: the last step's number plus the steps it says are left; None if unknown."""
-        if not self.steps:
-            return None
-        last = self.steps[-1]
-        if last.steps_to_go is None:
-            return None
-        # A printed number beats the line count: repeated step lines would inflate the count.
-        done = last.number if last.number is not None else len(self.steps)
-        return done + last.steps_to_go
+    def __post_init__(self) -> None:
+        last = self.steps[-1] if self.steps else None
+        total_steps = None
+        if last is not None and last.steps_to_go is not None:
+            # A printed number beats the line count: repeated step lines would inflate it.
+            done = last.number if last.number is not None else len(self.steps)
+            total_steps = done + last.steps_to_go
+        object.__setattr__(self, "terminal", self.finished or self.failed)
+        object.__setattr__(self, "total_steps", total_steps)
+        object.__setattr__(self, "last_seq", -1 if last is None else last.seq)
 
     @property
     def steps_done(self) -> int:

@@ -39,7 +39,7 @@ class KeyResolver(Protocol):
 
 def shows_news(status: TrainingStatus, after_seq: int) -> bool:
     """Whether a status shows a step past ``after_seq`` or the end (steps are in log order)."""
-    return status.terminal or bool(status.steps and status.steps[-1].seq > after_seq)
+    return status.terminal or status.last_seq > after_seq
 
 
 def events_from_status(
