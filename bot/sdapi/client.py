@@ -120,8 +120,12 @@ class SdApiClient:
         self._bodies.clear()
 
     def status_url(self, training_id: str) -> str:
-        """The status URL of a (validated) training id."""
-        return f"{self._base_url}/fine_tune_status/{quote(training_id, safe='')}"
+        """The status URL of a training id (the one ``attempt`` posts to)."""
+        return str(self._url_of(quote(training_id, safe="")))
+
+    def _url_of(self, encoded_id: str) -> yarl.URL:
+        """The status URL of an id already URL-encoded as it is (a validated id is)."""
+        return self._root.with_path(self._status_path + encoded_id, encoded=True)
 
     def _key_semaphore(self, key: str) -> asyncio.Semaphore:
         # Index by the string's hash (cached by Python, salted per process) so no structure we
@@ -200,7 +204,7 @@ class SdApiClient:
             if timeout <= 0:
                 raise ApiUnavailable(UNREACHABLE, detail="no time left for the request")
         # The id is validated (only [A-Za-z0-9_-]): already encoded as it is.
-        url = self._root.with_path(self._status_path + training_id, encoded=True)
+        url = self._url_of(training_id)
         payload = self._bodies.get(key)
         if payload is None:
             if len(self._bodies) >= BODY_CACHE_ENTRIES:
