@@ -232,6 +232,13 @@ async def ingest_from_api(tracker: Tracker, client: SdApiClient, training_id: st
     await tracker.ingest(training_id, DEFAULT_KEY_REF, status)
 
 
+async def follow(tracker: Tracker, client: SdApiClient, store: Store, training_id: str):
+    """Follow a training as /training-subscribe does: its status recorded, then a subscription
+    (of channel 1); returns the subscription."""
+    await ingest_from_api(tracker, client, training_id)
+    return await subscribe(store, training_id)
+
+
 def make_tracker(store: Store, client: SdApiClient, **kw) -> Tracker:
     kw.setdefault("interval", 0.1)
     kw.setdefault("max_backoff", 0.4)
@@ -268,8 +275,7 @@ async def _done(store: Store) -> bool:
 async def test_backoff_grows_and_is_capped_and_keeps_the_subscription(store, client, sim) -> None:
     sim.add_training("Backoff001", stage=1)
     tracker = make_tracker(store, client, interval=0.05, max_backoff=0.4)
-    await ingest_from_api(tracker, client, "Backoff001")
-    sub = await subscribe(store, "Backoff001")
+    sub = await follow(tracker, client, store, "Backoff001")
     sim.inject(Fault.UNAVAILABLE, count=None)
     tracker.start()
     try:
@@ -295,8 +301,7 @@ async def test_backoff_grows_and_is_capped_and_keeps_the_subscription(store, cli
 async def test_not_found_must_repeat_before_followers_are_told(store, client, sim) -> None:
     sim.add_training("Vanish0001", stage=2)
     tracker = make_tracker(store, client, not_found_confirmations=3, not_found_window=0.0)
-    await ingest_from_api(tracker, client, "Vanish0001")
-    sub = await subscribe(store, "Vanish0001")
+    sub = await follow(tracker, client, store, "Vanish0001")
     sim.inject(Fault.NOT_FOUND, count=2, training_id="Vanish0001")
     tracker.start()
     try:
@@ -329,8 +334,7 @@ async def _terminal(store: Store, tid: str) -> bool:
 async def test_missing_key_pauses_with_reason(store, client, sim) -> None:
     sim.add_training("NoKey00001", stage=1)
     tracker = make_tracker(store, client, keys=Keys(None))
-    await ingest_from_api(tracker, client, "NoKey00001")
-    sub = await subscribe(store, "NoKey00001")
+    sub = await follow(tracker, client, store, "NoKey00001")
     before = sim.request_count()
     tracker.start()
     try:
@@ -352,8 +356,7 @@ async def test_resumes_from_the_database_after_a_restart(tmp_path: Path, client,
     training = sim.add_training("Resume0001", stage=1)
     first = await Store.open(tmp_path / "r.db")
     tracker = make_tracker(first, client)
-    await ingest_from_api(tracker, client, "Resume0001")
-    await subscribe(first, "Resume0001")
+    await follow(tracker, client, first, "Resume0001")
     await first.close()  # no tracker ever ran on it
 
     training.advance(2)
@@ -447,8 +450,7 @@ async def test_a_slow_key_does_not_starve_another(store: Store, sim: Simulator) 
 async def test_a_training_declared_unknown_can_be_followed_again(store, client, sim) -> None:
     training = sim.add_training("Revive0001", stage=1)
     tracker = make_tracker(store, client, not_found_confirmations=1, not_found_window=0.0)
-    await ingest_from_api(tracker, client, "Revive0001")
-    sub = await subscribe(store, "Revive0001")
+    sub = await follow(tracker, client, store, "Revive0001")
     sim.inject(Fault.NOT_FOUND, count=None, training_id="Revive0001")
     tracker.start()
     try:
@@ -461,8 +463,7 @@ async def test_a_training_declared_unknown_can_be_followed_again(store, client, 
 
     # The API knows it again: a new subscription (which ingests the status) follows it anew.
     sim.clear_faults()
-    await ingest_from_api(tracker, client, "Revive0001")
-    again = await subscribe(store, "Revive0001")
+    again = await follow(tracker, client, store, "Revive0001")
     assert again.id == sub.id
     assert again.status is SubscriptionStatus.ACTIVE
     training.advance(6)
@@ -538,8 +539,7 @@ async def test_claims_stay_ahead_of_the_workers_and_nothing_is_polled_twice(
         clock=lambda: now[0],
     )
     for training_id in ids:
-        await ingest_from_api(tracker, client, training_id)
-        await subscribe(store, training_id)
+        await follow(tracker, client, store, training_id)
         await store.poll_now(training_id, now[0])
     before = {training_id: sim.request_count(training_id) for training_id in ids}
     sim.inject(Fault.HANG, training_id=ids[0])
@@ -571,8 +571,7 @@ async def test_a_start_polls_the_soonest_first_each_once_before_the_whole_schedu
         store, client, interval=600, workers=1, per_key=1, batch_size=4, clock=lambda: now[0]
     )
     for training_id in ids:
-        await ingest_from_api(tracker, client, training_id)
-        await subscribe(store, training_id)
+        await follow(tracker, client, store, training_id)
     # Due in the reverse of the order followed, except Start00007..09 all due at one moment.
     due = {t: now[0] - 100 + (9 - i) for i, t in enumerate(ids)}
     due.update(dict.fromkeys(ids[7:], now[0] - 200))
@@ -592,8 +591,7 @@ async def test_poll_soon_during_a_poll_polls_again_after_it(store, client, sim) 
     # not write its own next time (here a backoff) over the request.
     sim.add_training("Again00001", stage=1)
     tracker = make_tracker(store, client, interval=60, max_backoff=900)
-    await ingest_from_api(tracker, client, "Again00001")
-    await subscribe(store, "Again00001")
+    await follow(tracker, client, store, "Again00001")
     await store.poll_now("Again00001", time.time())
     before = sim.request_count("Again00001")
     sim.inject(Fault.HANG, training_id="Again00001")
@@ -613,8 +611,7 @@ async def test_a_poll_cancelled_by_stop_is_made_again_after_start(store, client,
     # pending trainings, and skipped at every claim).
     sim.add_training("Stop000001", stage=1)
     tracker = make_tracker(store, client, interval=0.5)
-    await ingest_from_api(tracker, client, "Stop000001")
-    await subscribe(store, "Stop000001")
+    await follow(tracker, client, store, "Stop000001")
     await store.poll_now("Stop000001", time.time())
     sim.inject(Fault.HANG, training_id="Stop000001")
     before = sim.request_count("Stop000001")
@@ -638,8 +635,7 @@ async def test_polls_that_see_nothing_new_write_nothing_and_are_not_taken_for_a_
     now = [1_000_000.0]
     training = sim.add_training("Quiet00001", stage=1)
     tracker = make_tracker(store, client, interval=10, clock=lambda: now[0])
-    await ingest_from_api(tracker, client, "Quiet00001")
-    await subscribe(store, "Quiet00001")
+    await follow(tracker, client, store, "Quiet00001")
     written = await store.get_training("Quiet00001", DEFAULT_KEY_REF)
     assert written is not None
     tracker.start()
@@ -667,8 +663,7 @@ async def test_the_schedule_kept_in_memory_is_written_at_stop(store, client, sim
     now = [1_000_000.0]
     sim.add_training("Sched00001", stage=1)
     tracker = make_tracker(store, client, interval=10, clock=lambda: now[0])
-    await ingest_from_api(tracker, client, "Sched00001")
-    await subscribe(store, "Sched00001")
+    await follow(tracker, client, store, "Sched00001")
     written = await store.get_training("Sched00001", DEFAULT_KEY_REF)
     assert written is not None
     before = sim.request_count("Sched00001")
