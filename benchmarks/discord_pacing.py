@@ -21,15 +21,15 @@ from benchmarks.common import (
 from benchmarks.outbox import fill_outbox
 from bot.sdapi.simulator import DEFAULT_KEY
 from bot.store import Store
-from tests.fakediscord import FakeDiscord, Message
-from tests.harness import running_bot, wait_until
+from tests.support.fakediscord import FakeDiscord, Message
+from tests.support.harness import running_bot, wait_until
 
 LATENCY = 0.080
 STEP_RE = re.compile(r"Step (\d+)")
 
 
 def bot_env(fake: FakeDiscord, sim_url: str, db: Path, **overrides: object) -> dict[str, str]:
-    """The settings an operator would set, pointed at the fakes (as tests.harness does)."""
+    """The settings an operator would set, pointed at the fakes (as tests.support.harness does)."""
     env = {
         "DISCORD_TOKEN": fake.token,
         "SD_API_KEY": DEFAULT_KEY,

@@ -9,8 +9,8 @@ import time
 
 from benchmarks.common import CHANNELS_PER_TRAINING, Figure, SimProcess, seed, temp_dir
 from benchmarks.discord_pacing import LATENCY, add_world, bot_env, step_of
-from tests.fakediscord import FakeDiscord
-from tests.harness import running_bot
+from tests.support.fakediscord import FakeDiscord
+from tests.support.harness import running_bot
 
 INTERVAL = 2.0
 STARTUP = 6.0  # seconds from now before the first new step appears: the bot starts meanwhile

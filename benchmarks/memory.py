@@ -9,8 +9,8 @@ from pathlib import Path
 
 from benchmarks.common import DMS_PER_TRAINING, Figure, SimProcess, seed, temp_dir
 from benchmarks.discord_pacing import add_world, bot_env
-from tests.fakediscord import FakeDiscord
-from tests.harness import BotProcess, wait_until
+from tests.support.fakediscord import FakeDiscord
+from tests.support.harness import BotProcess, wait_until
 
 SETTLE = 10.0  # seconds of delivering after the cycle, still measured
 

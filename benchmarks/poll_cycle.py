@@ -27,7 +27,7 @@ from bot.sdapi.simulator import DEFAULT_KEY, SimTraining
 from bot.sdapi.status import parse_status
 from bot.store import Store
 from bot.tracking.tracker import Tracker
-from tests.harness import wait_until
+from tests.support.harness import wait_until
 
 CONCURRENCY = 16  # API_MAX_CONCURRENCY's default: the tracker's workers and the client's cap
 NAIVE_SAMPLE = 500

@@ -10,8 +10,8 @@ import pytest
 
 from bot.config import Settings
 from bot.sdapi.simulator import Simulator
-from tests.fakediscord import FakeDiscord
-from tests.harness import CHANNEL, GUILD
+from tests.support.fakediscord import FakeDiscord
+from tests.support.harness import CHANNEL, GUILD
 
 
 def pytest_configure(config: pytest.Config) -> None:

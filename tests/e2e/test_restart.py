@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bot.sdapi.simulator import Simulator
-from tests.fakediscord import FakeDiscord
-from tests.harness import (
+from tests.support.fakediscord import FakeDiscord
+from tests.support.harness import (
     CHANNEL,
     GUILD,
     BotProcess,

@@ -12,8 +12,8 @@ import pytest
 from bot.app import TunewatchBot
 from bot.sdapi.simulator import Fault, Simulator
 from bot.store import SubscriptionKind, SubscriptionStatus
-from tests.fakediscord import FakeDiscord
-from tests.harness import (
+from tests.support.fakediscord import FakeDiscord
+from tests.support.harness import (
     CHANNEL,
     GUILD,
     MANAGE_CHANNELS,

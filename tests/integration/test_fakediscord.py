@@ -1,4 +1,4 @@
-"""The real discord.py client against the loopback fake in tests/fakediscord.py."""
+"""The real discord.py client against the loopback fake in tests/support/fakediscord.py."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
-from tests.fakediscord import APP_ID, BOT_USER_ID, FakeDiscord
+from tests.support.fakediscord import APP_ID, BOT_USER_ID, FakeDiscord
 
 GUILD = 111
 CHANNEL = 222

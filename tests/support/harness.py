@@ -17,14 +17,14 @@ import discord
 from bot.app import TunewatchBot
 from bot.config import Settings
 from bot.sdapi.simulator import DEFAULT_KEY, Simulator
-from tests.fakediscord import FakeDiscord, Message
+from tests.support.fakediscord import FakeDiscord, Message
 
 GUILD = 4242
 CHANNEL = 5001
 USER = 7001
 ADMIN_PERMISSIONS = 1 << 3  # Administrator
 MANAGE_CHANNELS = 1 << 4
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def settings_for(fake: FakeDiscord, sim: Simulator, db: Path, **overrides: Any) -> dict[str, str]:

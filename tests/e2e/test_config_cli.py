@@ -12,7 +12,7 @@ from pathlib import Path
 from bot.config import Settings, load_settings
 from bot.sdapi.simulator import DEFAULT_KEY, Simulator
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -85,7 +85,7 @@ def test_token_from_dotenv_is_read(tmp_path: Path) -> None:
 
 def test_wrong_token_is_a_clear_message(tmp_path: Path) -> None:
     async def scenario() -> subprocess.CompletedProcess[str]:
-        from tests.fakediscord import FakeDiscord
+        from tests.support.fakediscord import FakeDiscord
 
         fake = FakeDiscord()
         await fake.start()

@@ -9,8 +9,8 @@ import pytest
 
 from bot.app import TunewatchBot
 from bot.sdapi.simulator import Fault, Simulator
-from tests.fakediscord import FakeDiscord
-from tests.harness import CHANNEL, GUILD, USER, running_bot, settings_for
+from tests.support.fakediscord import FakeDiscord
+from tests.support.harness import CHANNEL, GUILD, USER, running_bot, settings_for
 
 pytestmark = pytest.mark.timeout(60)
 

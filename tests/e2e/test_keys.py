@@ -14,8 +14,8 @@ from bot.app import TunewatchBot
 from bot.keys import user_ref
 from bot.sdapi.simulator import DEFAULT_KEY, Fault, Simulator
 from bot.store import DEFAULT_KEY_REF, SubscriptionKind, SubscriptionStatus
-from tests.fakediscord import FakeDiscord, Interaction
-from tests.harness import (
+from tests.support.fakediscord import FakeDiscord, Interaction
+from tests.support.harness import (
     CHANNEL,
     GUILD,
     MANAGE_CHANNELS,
@@ -381,7 +381,7 @@ async def test_debug_logging_of_the_process_never_shows_a_typed_key(
 ) -> None:
     """`python -m bot` with LOG_LEVEL=DEBUG: discord.py's raw DEBUG payloads would carry the
     modal's contents, so they stay off."""
-    from tests.harness import BotProcess
+    from tests.support.harness import BotProcess
 
     env = settings_for(fake, sim, db_path, TUNEWATCH_SECRET=SECRET, LOG_LEVEL="DEBUG")
     process = BotProcess(env)

@@ -35,7 +35,7 @@ from bot.tracking.delivery import (
     make_nonce,
 )
 from bot.tracking.tracker import Tracker
-from tests.harness import wait_until
+from tests.support.harness import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

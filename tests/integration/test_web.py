@@ -15,8 +15,8 @@ from bot.app import TunewatchBot
 from bot.sdapi.simulator import Simulator
 from bot.store import Store
 from bot.web import OpsDeps, OpsServer
-from tests.fakediscord import FakeDiscord
-from tests.harness import (
+from tests.support.fakediscord import FakeDiscord
+from tests.support.harness import (
     CHANNEL,
     GUILD,
     USER,

@@ -1,0 +1,1 @@
+"""What tests and benchmarks share: the loopback fake of Discord and the end-to-end harness."""
