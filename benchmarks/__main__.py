@@ -22,7 +22,6 @@ BENCHMARKS = {
     "discord_pacing": "benchmarks.discord_pacing",
     "latency": "benchmarks.latency",
     "restart": "benchmarks.restart",
-    "store_contention": "benchmarks.store_contention",
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from benchmarks.simproc import training_id
-from bot.store import Store
+from bot.store import Store, transfer
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_REF = "default"
@@ -31,6 +31,8 @@ CHANNELS_PER_GUILD = 50
 CHANNEL_BASE = 10_000_000
 GUILD_BASE = 5_000_000
 USER_BASE = 20_000_000
+# Every this many trainings, one is a step behind the simulator (a cycle records news too).
+BEHIND_EVERY = 10
 
 
 @dataclass
@@ -150,7 +152,7 @@ async def seed(
     channels: int,
     users: int,
     last_seq: int = 1,
-    behind_every: int = 10,
+    behind_every: int = BEHIND_EVERY,
     next_poll_at: float = 0.0,
     channel_subs: int = CHANNELS_PER_TRAINING,
     dm_subs: int = DMS_PER_TRAINING,
@@ -161,46 +163,61 @@ async def seed(
     ``channel_subs`` channel subscriptions and ``dm_subs`` DM alerts, all active.
 
     Every ``behind_every``-th training is one step behind the simulator (``last_seq - 1``) so a
-    cycle records new events and deliveries too. The rows are bulk inserted through the store's
-    own connection (a fixture; the store has no bulk API, and 50,000 ``subscribe`` calls would
-    measure the command path, not the engine).
+    cycle records new events and deliveries too. The rows are loaded in bulk, as
+    ``tunewatch migrate-db`` loads a database (50,000 ``subscribe`` calls would measure the
+    command path, not the engine).
     """
     store = await Store.open(path)
     now = time.time()
+    training_rows = [
+        (
+            training_id(i),
+            KEY_REF,
+            "v3",
+            "training_success",
+            last_seq - 1 if behind_every and i % behind_every == 0 else last_seq,
+            eta_minutes,
+            total_steps,
+            None,
+            None,
+            next_poll_at,
+            0,
+            None,
+            0,
+            None,
+            now,
+            None,
+            now,
+            None,
+        )
+        for i in range(trainings)
+    ]
+    subscription_rows: list[tuple[Any, ...]] = []
+    for i in range(trainings):
+        tid = training_id(i)
+        targets = [(*channel_of(i, j, channels), USER_BASE + 1) for j in range(channel_subs)]
+        targets += [("dm", None, user_of(i, j, users)) for j in range(dm_subs)]
+        for guild, channel, user in targets:
+            kind = "dm" if guild == "dm" else "channel"
+            subscription_rows.append(
+                (
+                    len(subscription_rows) + 1,
+                    kind,
+                    None if kind == "dm" else guild,
+                    channel,
+                    user,
+                    tid,
+                    KEY_REF,
+                    "active",
+                    None,
+                    -1,
+                    now,
+                    now,
+                )
+            )
     try:
-        async with store.transaction() as db:
-            await db.executemany(
-                "INSERT INTO trainings (training_id, key_ref, state, last_seq, eta_minutes, "
-                "total_steps, next_poll_at, created_at, last_ok_at) "
-                "VALUES (?, ?, 'training_success', ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        training_id(i),
-                        KEY_REF,
-                        last_seq - 1 if behind_every and i % behind_every == 0 else last_seq,
-                        eta_minutes,
-                        total_steps,
-                        next_poll_at,
-                        now,
-                        now,
-                    )
-                    for i in range(trainings)
-                ],
-            )
-            rows: list[tuple[Any, ...]] = []
-            for i in range(trainings):
-                tid = training_id(i)
-                for j in range(channel_subs):
-                    guild, channel = channel_of(i, j, channels)
-                    rows.append(("channel", guild, channel, USER_BASE + 1, tid, now))
-                for j in range(dm_subs):
-                    rows.append(("dm", None, None, user_of(i, j, users), tid, now))
-            await db.executemany(
-                "INSERT INTO subscriptions (kind, guild_id, channel_id, user_id, training_id, "
-                "key_ref, status, baseline_seq, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'active', -1, ?, ?)",
-                [(*r[:5], KEY_REF, r[5], r[5]) for r in rows],
-            )
+        await transfer.load(store.db, "trainings", training_rows)
+        await transfer.load(store.db, "subscriptions", subscription_rows)
     finally:
         await store.close()
 

@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 import aiohttp
+from prometheus_client import REGISTRY
 
 from benchmarks.common import (
+    BEHIND_EVERY,
     DMS_PER_TRAINING,
     HTTP_TIMEOUT,
     Figure,
@@ -25,7 +27,8 @@ from benchmarks.simproc import training_id
 from bot.sdapi.client import SdApiClient
 from bot.sdapi.simulator import DEFAULT_KEY, SimTraining
 from bot.sdapi.status import parse_status
-from bot.store import Store
+from bot.store import Store, transfer
+from bot.tracking.outcome import Rules
 from bot.tracking.tracker import Tracker
 from tests.support.harness import wait_until
 
@@ -60,30 +63,31 @@ async def engine_cycle(db: Path, base_url: str, trainings: int) -> tuple[float, 
             # Every benchmark training uses one key: let it use the whole pool, as the bare loop.
             max_concurrency_per_key=CONCURRENCY,
         )
-        tracker = Tracker(
-            store,
-            client,
-            OneKey(),
-            interval=3600.0,
-            workers=CONCURRENCY,
-            per_key=CONCURRENCY,
-            on_outbox=on_outbox,
-        )
+        tracker = Tracker(store, client, OneKey(), Rules(interval=3600.0), on_outbox=on_outbox)
+        polls, written = polls_and_writes()
+        news = len(range(0, trainings, BEHIND_EVERY))  # trainings one step behind the simulator
         gc.collect()  # the setup's garbage is not collected on the cycle's clock
         cpu0, t0 = cpu_seconds(), time.perf_counter()
         tracker.start()
         try:
             await wait_until(
-                lambda: tracker.polls_done >= trainings,
+                lambda: polls_and_writes() >= (polls + trainings, written + news),
                 120,
-                lambda: f"a full poll cycle ({tracker.polls_done} of {trainings} recorded)",
+                lambda: f"a full poll cycle ({polls_and_writes()} of {trainings} polls)",
             )
             wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
         finally:
             await tracker.stop()
-    counts = await store.delivery_counts()
+    pending = [row async for rows in transfer.dump(store.db, "deliveries") for row in rows]
     await store.close()
-    return wall, cpu, counts.get("pending", 0)
+    return wall, cpu, len(pending)
+
+
+def polls_and_writes() -> tuple[float, float]:
+    """Polls answered and poll results written so far, from the process's metrics."""
+    polls = REGISTRY.get_sample_value("tunewatch_polls_total", {"outcome": "ok"}) or 0.0
+    written = REGISTRY.get_sample_value("tunewatch_poll_results_written_total") or 0.0
+    return polls, written
 
 
 async def bare_loop(base_url: str, trainings: int) -> tuple[float, float]:

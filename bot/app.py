@@ -15,10 +15,12 @@ from discord.ext import commands
 
 from bot.config import Settings
 from bot.keys import KeyRing
+from bot.notifier import DiscordNotifier
 from bot.render import error_embed
 from bot.sdapi.client import SdApiClient
 from bot.store import Store
-from bot.tracking.delivery import Deliverer, Notifier
+from bot.tracking.delivery import Deliverer
+from bot.tracking.outcome import Rules
 from bot.tracking.tracker import Tracker
 from bot.web import OpsDeps, OpsServer
 
@@ -83,7 +85,7 @@ class TunewatchBot(commands.Bot):
         self.ops_server: OpsServer | None = None
 
     async def setup_hook(self) -> None:
-        """Open the store and session, build the engine, load the cog, sync commands."""
+        """Open the store and session, build and start the engine, load the cogs, sync."""
         settings = self.settings
         self.session = aiohttp.ClientSession(
             headers={"User-Agent": "tunewatch (+https://github.com/tunewatch)"}
@@ -97,22 +99,30 @@ class TunewatchBot(commands.Bot):
             max_concurrency_per_key=settings.API_MAX_CONCURRENCY_PER_KEY,
             max_attempts=settings.API_MAX_ATTEMPTS,
         )
-        self.keys = KeyRing(settings, self.store, on_forget=self.sdapi.forget_keys)
+        self.keys = KeyRing(settings, self.store)
         self.tracker = Tracker(
             self.store,
             self.sdapi,
             self.keys,
-            interval=settings.POLL_INTERVAL_SECONDS,
-            max_backoff=settings.MAX_BACKOFF_SECONDS,
-            not_found_confirmations=settings.NOT_FOUND_CONFIRMATIONS,
-            not_found_window=settings.NOT_FOUND_WINDOW_SECONDS,
-            workers=settings.API_MAX_CONCURRENCY,
-            per_key=settings.API_MAX_CONCURRENCY_PER_KEY,
+            Rules(
+                interval=settings.POLL_INTERVAL_SECONDS,
+                max_backoff=settings.MAX_BACKOFF_SECONDS,
+                not_found_confirmations=settings.NOT_FOUND_CONFIRMATIONS,
+                not_found_window=settings.NOT_FOUND_WINDOW_SECONDS,
+            ),
             on_outbox=self._outbox_written,
+        )
+        self.deliverer = Deliverer(
+            self.store,
+            DiscordNotifier(self),
+            instance_id=await self.store.db.instance_id(),
+            max_backoff=settings.MAX_BACKOFF_SECONDS,
         )
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands()
+        self.deliverer.start()
+        self.tracker.start()
         if settings.HTTP_PORT is not None:
             secret = settings.WEBHOOK_SECRET
             self.ops_server = OpsServer(
@@ -133,24 +143,12 @@ class TunewatchBot(commands.Bot):
         if self.deliverer is not None:
             self.deliverer.wake()
 
-    async def start_engine(self, notifier: Notifier) -> None:
-        """Start polling and delivering (called by the cog when it loads)."""
-        self.deliverer = Deliverer(
-            self.store,
-            notifier,
-            instance_id=await self.store.instance_id(),
-            max_backoff=self.settings.MAX_BACKOFF_SECONDS,
-        )
-        self.deliverer.start()
-        self.tracker.start()
-
     async def stop_engine(self) -> None:
         """Stop polling and delivering."""
         if hasattr(self, "tracker"):  # close() may come before setup_hook built it
             await self.tracker.stop()
         if self.deliverer is not None:
             await self.deliverer.stop()
-            self.deliverer = None
 
     def command_fingerprint(self, guild: discord.abc.Snowflake | None = None) -> str:
         """A hash of the command definitions as Discord would receive them."""
@@ -171,11 +169,11 @@ class TunewatchBot(commands.Bot):
             log.info("commands synced to guild %s", guild_id)
             return
         fingerprint = self.command_fingerprint()
-        if await self.store.get_meta("commands_hash") == fingerprint:
+        if await self.store.db.get_meta("commands_hash") == fingerprint:
             log.info("command definitions unchanged since the last sync; not syncing")
             return
         await self.tree.sync()
-        await self.store.set_meta("commands_hash", fingerprint)
+        await self.store.db.set_meta("commands_hash", fingerprint)
         log.info("commands synced globally")
 
     async def close(self) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
 from bot.config import Settings
+from bot.reasons import PauseReason
 from bot.secrets import KeyCipher, UnreadableKey, cipher_from_settings
-from bot.store import DEFAULT_KEY_REF, Store, UserKeys
+from bot.store import DEFAULT_KEY_REF, Store
 
 log = logging.getLogger(__name__)
 
@@ -16,23 +16,11 @@ USER_REF_PREFIX = "user:"
 
 
 class NoKeyAvailable(Exception):
-    """Neither the user nor the operator has a key; the message says what to do."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "tunewatch needs a Stable Diffusion API key for that: set yours with "
-            "`/training-key set`, or ask the bot's operator to set SD_API_KEY."
-        )
+    """Neither the user nor the operator has a key."""
 
 
 class UserKeysDisabled(Exception):
-    """Per-user keys are off because TUNEWATCH_SECRET is not set; the message says so."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "Personal API keys are turned off on this bot: its operator has not set "
-            "TUNEWATCH_SECRET, which tunewatch needs to store keys encrypted."
-        )
+    """Per-user keys are off because TUNEWATCH_SECRET is not set."""
 
 
 def user_ref(user_id: int) -> str:
@@ -58,14 +46,10 @@ class KeyRing:
         store: Store,
         *,
         cipher: KeyCipher | None = None,
-        on_forget: Callable[[], None] | None = None,
     ) -> None:
         self._operator_key = settings.SD_API_KEY
-        # Called when a user's key is replaced or removed, so whatever else holds keys (the
-        # API client's request bodies) lets the old one go.
-        self._on_forget = on_forget or (lambda: None)
-        self._store = store
-        self._user_keys = UserKeys(store)
+        self._subscriptions = store.subscriptions
+        self._user_keys = store.user_keys
         # Raises SecretError (a ConfigError) at startup when TUNEWATCH_SECRET is malformed.
         self._cipher = cipher if cipher is not None else cipher_from_settings(settings)
         # Decrypted keys of users, so a poll does not decrypt every time; only this object writes
@@ -107,8 +91,6 @@ class KeyRing:
         if self._cipher is None:
             raise UserKeysDisabled
         await self._user_keys.put(user_id, self._cipher.encrypt(key), now=time.time())
-        if self._cache.get(user_id, key) != key:
-            self._on_forget()
         self._cache[user_id] = key
         self._unreadable.discard(user_id)
 
@@ -118,11 +100,10 @@ class KeyRing:
         Returns (whether a key was stored, how many subscriptions were paused).
         """
         self._cache.pop(user_id, None)
-        self._on_forget()
         self._unreadable.discard(user_id)
         removed = await self._user_keys.delete(user_id)
         ref = user_ref(user_id)
-        paused = await self._store.pause_key_ref(ref, self.missing_reason(ref), time.time())
+        paused = await self._subscriptions.pause_key_ref(ref, self.missing_reason(ref), time.time())
         return removed, paused
 
     async def user_key_hint(self, user_id: int) -> str | None:
@@ -135,20 +116,14 @@ class KeyRing:
         return await self._user_keys.get(user_id) is not None
 
     def missing_reason(self, key_ref: str) -> str:
-        """Why a reference has no key, for /training-list."""
+        """Why a reference has no key, as a stored pause reason (see bot.reasons)."""
         if key_ref == DEFAULT_KEY_REF:
-            return "The bot's operator API key (SD_API_KEY) is not set."
+            return PauseReason.OPERATOR_KEY_MISSING.value
         if self._cipher is None:
-            return (
-                "Personal API keys are turned off on this bot (TUNEWATCH_SECRET is not set); "
-                "subscribe again to use the operator's key."
-            )
+            return PauseReason.USER_KEYS_OFF.value
         if _user_of(key_ref) in self._unreadable:
-            return (
-                "tunewatch can no longer read the API key this subscription used (the bot's "
-                "secret changed); set it again with /training-key set, then subscribe again."
-            )
-        return "The API key this subscription used was removed; subscribe again to resume."
+            return PauseReason.KEY_UNREADABLE.value
+        return PauseReason.KEY_REMOVED.value
 
     async def _user_key(self, user_id: int) -> str | None:
         if self._cipher is None:

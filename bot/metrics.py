@@ -56,6 +56,10 @@ API_LATENCY = LoopHistogram(
     "Time of one status poll",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
+POLL_RESULTS_WRITTEN = Counter(
+    "tunewatch_poll_results_written_total",
+    "Poll results with something new (a step, a state, an error) recorded in the database",
+)
 DELIVERIES = Counter("tunewatch_deliveries_total", "Discord deliveries by outcome", ["outcome"])
 DELIVERY_DELAY = Histogram(
     "tunewatch_delivery_delay_seconds",

@@ -6,8 +6,10 @@ from datetime import datetime
 
 import discord
 
+from bot.events import Event, EventKind
+from bot.reasons import PauseReason, parse_reason
 from bot.sdapi.status import TrainingState, TrainingStatus
-from bot.store import Delivery, Event, EventKind, Subscription, SubscriptionStatus
+from bot.store import Delivery, Subscription, SubscriptionStatus
 
 # Discord's documented embed limits.
 TITLE_LIMIT = 256
@@ -215,7 +217,8 @@ def subscription_line(sub: Subscription) -> str:
         state = "unknown to the API"
     line = f"`{sub.training_id}` → {where} · {_plain(state)}"
     if sub.status is SubscriptionStatus.PAUSED:
-        line += f" · **paused**: {_plain(sub.reason or 'no reason recorded')}"
+        reason = pause_reason_text(sub.reason) if sub.reason else "no reason recorded"
+        line += f" · **paused**: {reason}"
     elif sub.status is SubscriptionStatus.DONE:
         line += " · done"
     elif sub.last_error:
@@ -242,3 +245,53 @@ def fit_lines(lines: list[str], empty: str, limit: int = FIELD_VALUE_LIMIT) -> s
 def error_embed(message: str) -> discord.Embed:
     """One clear sentence about what went wrong."""
     return discord.Embed(description=truncate(message, DESCRIPTION_LIMIT), colour=COLOUR_FAILED)
+
+
+_PAUSE_TEXT: dict[PauseReason, str] = {
+    PauseReason.CHANNEL_DELETED: "The channel was deleted.",
+    PauseReason.NO_ACCESS: (
+        "tunewatch lost access to <#{detail}> (Missing Access); fix the channel's permissions, "
+        "then subscribe again."
+    ),
+    PauseReason.MISSING_PERMISSIONS: (
+        "tunewatch lost permission to post in <#{detail}> (Missing Permissions); fix the "
+        "channel's permissions, then subscribe again."
+    ),
+    PauseReason.DMS_CLOSED: (
+        "Your DMs are closed to tunewatch: allow direct messages from this server's members, "
+        "then run /training-notify again."
+    ),
+    PauseReason.USER_UNKNOWN: "Discord does not know this user any more.",
+    PauseReason.THREAD_ARCHIVED: "The thread is archived; unarchive it, then subscribe again.",
+    PauseReason.DISCORD_REFUSED: "Discord refused the message ({detail}).",
+    PauseReason.OPERATOR_KEY_MISSING: "The bot's operator API key (SD_API_KEY) is not set.",
+    PauseReason.USER_KEYS_OFF: (
+        "Personal API keys are turned off on this bot (TUNEWATCH_SECRET is not set); "
+        "subscribe again to use the operator's key."
+    ),
+    PauseReason.KEY_UNREADABLE: (
+        "tunewatch can no longer read the API key this subscription used (the bot's secret "
+        "changed); set it again with /training-key set, then subscribe again."
+    ),
+    PauseReason.KEY_REMOVED: (
+        "The API key this subscription used was removed; subscribe again to resume."
+    ),
+}
+
+
+def pause_reason_text(stored: str) -> str:
+    """A stored pause reason (see bot.reasons) as one sentence for Discord."""
+    code, detail = parse_reason(stored)
+    if code is None:
+        return _plain(detail)  # written by an older tunewatch: shown as it is
+    return _PAUSE_TEXT[code].format(detail=_plain(detail))
+
+
+NO_KEY_TEXT = (
+    "tunewatch needs a Stable Diffusion API key for that: set yours with `/training-key set`, "
+    "or ask the bot's operator to set SD_API_KEY."
+)
+USER_KEYS_DISABLED_TEXT = (
+    "Personal API keys are turned off on this bot: its operator has not set TUNEWATCH_SECRET, "
+    "which tunewatch needs to store keys encrypted."
+)

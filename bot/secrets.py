@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from bot.config import ConfigError, Settings
-from bot.store import Store, UserKeys
+from bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ async def rotate_secret(store: Store, old: KeyCipher, new: KeyCipher, now: float
             raise RotationFailed(failed)
         return out
 
-    return await UserKeys(store).rewrite_all(reencrypt, now=now)
+    return await store.user_keys.rewrite_all(reencrypt, now=now)
 
 
 def rotate_secret_cli(settings: Settings, new_secret_env: str) -> int:

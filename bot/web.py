@@ -110,7 +110,7 @@ class OpsServer:
             problems.append("gateway not connected")
         try:
             async with asyncio.timeout(2.0):
-                answered = await self._deps.store.ping()
+                answered = await self._deps.store.db.ping()
             if not answered:
                 problems.append("database not answering")
         except Exception as exc:  # any failure to answer is the finding itself
@@ -124,9 +124,8 @@ class OpsServer:
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         store = self._deps.store
-        metrics.ACTIVE_TRAININGS.set(await store.count_active_trainings())
-        for label, count in (await store.count_subscriptions()).items():
-            kind, status = label.split(":", 1)
+        metrics.ACTIVE_TRAININGS.set(await store.trainings.count_followed())
+        for (kind, status), count in (await store.subscriptions.count_by_status()).items():
             metrics.SUBSCRIPTIONS.labels(kind, status).set(count)
         tick = self._deps.tracker.last_tick
         if tick is not None:

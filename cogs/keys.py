@@ -8,6 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import render
 from bot.app import TunewatchBot
 from bot.interactions import answer_soon, reply, reply_error
 from bot.keys import UserKeysDisabled
@@ -78,8 +79,8 @@ class ApiKeyModal(discord.ui.Modal, title="Your Stable Diffusion API key"):
                 f"{exc.user_message}",
             )
             return
-        except UserKeysDisabled as exc:
-            await reply_error(interaction, str(exc))
+        except UserKeysDisabled:
+            await reply_error(interaction, render.USER_KEYS_DISABLED_TEXT)
             return
         await reply(
             interaction,
@@ -165,7 +166,7 @@ class KeysCog(commands.Cog):
         await reply(interaction, text, ephemeral=True)
 
     def _disabled_message(self) -> str:
-        message = str(UserKeysDisabled())
+        message = render.USER_KEYS_DISABLED_TEXT
         if self.bot.keys.has_operator_key:
             return message + " Your requests use the operator's key."
         return message

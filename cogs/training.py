@@ -1,13 +1,11 @@
-"""Slash commands of tunewatch, and the DiscordNotifier the tracker delivers through."""
+"""The training slash commands: status, subscribe, unsubscribe, notify, list."""
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
 
-import aiohttp
 import discord
-from aiolimiter import AsyncLimiter
 from discord import app_commands
 from discord.ext import commands
 
@@ -18,12 +16,7 @@ from bot.keys import NoKeyAvailable
 from bot.sdapi.client import validate_training_id
 from bot.sdapi.errors import SdApiError
 from bot.sdapi.status import TrainingStatus
-from bot.store import Delivery, LimitReached, SubscriptionKind, SubscriptionStatus
-from bot.tracking.delivery import (
-    DeliveryError,
-    PermanentDeliveryError,
-    TransientDeliveryError,
-)
+from bot.store import LimitReached, SubscriptionKind, SubscriptionStatus
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +33,7 @@ async def known_training_ids(
     interaction: Interaction, current: str
 ) -> list[app_commands.Choice[str]]:
     """Suggest the trainings this server's channels or this member follow(ed)."""
-    ids = await interaction.client.store.known_training_ids(
+    ids = await interaction.client.store.subscriptions.known_training_ids(
         guild_id=interaction.guild_id,
         user_id=interaction.user.id,
         prefix=current.strip(),
@@ -58,14 +51,6 @@ class TrainingCog(commands.Cog):
     def __init__(self, bot: TunewatchBot) -> None:
         self.bot = bot
 
-    async def cog_load(self) -> None:
-        """Start the engine with this cog's notifier."""
-        await self.bot.start_engine(DiscordNotifier(self.bot))
-
-    async def cog_unload(self) -> None:
-        """Stop the engine."""
-        await self.bot.stop_engine()
-
     async def _fetch(
         self, interaction: Interaction, raw_id: str, *, ephemeral: bool = False
     ) -> tuple[str, str, TrainingStatus] | None:
@@ -81,8 +66,8 @@ class TrainingCog(commands.Cog):
         except SdApiError as exc:
             await reply_error(interaction, exc.user_message)
             return None
-        except NoKeyAvailable as exc:
-            await reply_error(interaction, str(exc))
+        except NoKeyAvailable:
+            await reply_error(interaction, render.NO_KEY_TEXT)
             return None
         return training_id, key_ref, status
 
@@ -100,7 +85,7 @@ class TrainingCog(commands.Cog):
         Returns whether the subscription already existed; raises LimitReached.
         """
         await self.bot.tracker.ingest(training_id, key_ref, status)
-        _, already = await self.bot.store.subscribe(
+        _, already = await self.bot.store.subscriptions.subscribe(
             kind=kind,
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id if kind is SubscriptionKind.CHANNEL else None,
@@ -207,7 +192,7 @@ class TrainingCog(commands.Cog):
         except SdApiError as exc:
             await reply_error(interaction, exc.user_message)
             return
-        sub = await self.bot.store.find_subscription(
+        sub = await self.bot.store.subscriptions.find(
             SubscriptionKind.CHANNEL,
             training_id,
             channel_id=interaction.channel_id,
@@ -224,7 +209,7 @@ class TrainingCog(commands.Cog):
                 "this subscription.",
             )
             return
-        await self.bot.store.remove_subscription(sub.id)
+        await self.bot.store.subscriptions.remove(sub.id)
         await reply(interaction, f"This channel no longer follows `{training_id}`.")
 
     @app_commands.command(
@@ -274,96 +259,23 @@ class TrainingCog(commands.Cog):
     )
     async def training_list(self, interaction: Interaction) -> None:
         """List subscriptions (this server) and the user's DM alerts, privately."""
-        store = self.bot.store
+        subscriptions = self.bot.store.subscriptions
         embed = discord.Embed(title="tunewatch subscriptions", colour=render.COLOUR_RUNNING)
         if interaction.guild_id is not None:
-            subs = await store.guild_subscriptions(interaction.guild_id)
+            subs = await subscriptions.of_guild(interaction.guild_id)
             active = sum(s.status is SubscriptionStatus.ACTIVE for s in subs)
             embed.description = f"**This server** ({active} active)\n" + render.fit_lines(
                 [render.subscription_line(s) for s in subs],
                 "No subscriptions.",
                 render.DESCRIPTION_LIMIT - 40,
             )
-        alerts = await store.user_alerts(interaction.user.id)
+        alerts = await subscriptions.alerts_of(interaction.user.id)
         embed.add_field(
             name="Your DM alerts",
             value=render.fit_lines([render.subscription_line(a) for a in alerts], "No DM alerts."),
             inline=False,
         )
         await reply(interaction, embed=embed, ephemeral=True)
-
-
-# Discord allows a bot 50 requests per second in all (the global limit). discord.py honours the
-# per-route buckets from response headers, but learns of the global limit only from a 429: pace
-# the tracker's sends just below it instead, evenly (a bucket of one, so never a burst), leaving
-# a little room for the other requests of the process (command answers are not counted).
-GLOBAL_SENDS_PER_SECOND = 48.0
-
-
-class DiscordNotifier:
-    """Sends deliveries to Discord and classifies what Discord answers."""
-
-    def __init__(self, bot: TunewatchBot, *, rate: float = GLOBAL_SENDS_PER_SECOND) -> None:
-        self.bot = bot
-        self._dm_channels: dict[int, int] = {}
-        self._pacer = AsyncLimiter(1, 1.0 / rate)
-
-    async def _target(self, delivery: Delivery) -> discord.abc.Messageable:
-        if delivery.kind is SubscriptionKind.CHANNEL:
-            assert delivery.channel_id is not None  # noqa: S101 - schema: channel rows have one
-            return self.bot.get_partial_messageable(delivery.channel_id)
-        channel_id = self._dm_channels.get(delivery.user_id)
-        if channel_id is None:
-            async with self._pacer:
-                dm = await self.bot.create_dm(discord.Object(id=delivery.user_id))
-            channel_id = self._dm_channels[delivery.user_id] = dm.id
-        return self.bot.get_partial_messageable(channel_id, type=discord.ChannelType.private)
-
-    async def send(self, delivery: Delivery, nonce: str) -> int | None:
-        """Send one delivery; map Discord's answer to retry, pause, or give up."""
-        embed = render.delivery_embed(delivery)
-        try:
-            target = await self._target(delivery)
-            async with self._pacer:
-                message = await target.send(
-                    embed=embed, nonce=nonce, allowed_mentions=discord.AllowedMentions.none()
-                )
-        except discord.Forbidden as exc:
-            raise PermanentDeliveryError(_forbidden_reason(delivery, exc)) from None
-        except discord.NotFound as exc:
-            if exc.code == 10003:
-                raise PermanentDeliveryError("The channel was deleted.") from None
-            if exc.code == 10013:
-                raise PermanentDeliveryError("Discord does not know this user any more.") from None
-            raise PermanentDeliveryError(f"Discord answered 404 ({exc.text}).") from None
-        except discord.RateLimited as exc:
-            raise TransientDeliveryError("rate limited", retry_after=exc.retry_after) from None
-        except discord.HTTPException as exc:
-            if exc.status == 429 or exc.status >= 500:
-                raise TransientDeliveryError(f"Discord answered {exc.status}") from None
-            if exc.code == 50083:
-                raise PermanentDeliveryError(
-                    "The thread is archived; unarchive it, then subscribe again."
-                ) from None
-            raise DeliveryError(f"Discord refused the message: {exc.status} {exc.text}") from None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TransientDeliveryError(f"network error: {type(exc).__name__}") from None
-        return message.id
-
-
-def _forbidden_reason(delivery: Delivery, exc: discord.Forbidden) -> str:
-    if exc.code == 50007:
-        return (
-            "Your DMs are closed to tunewatch: allow direct messages from this server's members, "
-            "then run /training-notify again."
-        )
-    if exc.code in (50001, 50013):
-        return (
-            f"tunewatch lost permission to post in <#{delivery.channel_id}> "
-            f"({'Missing Access' if exc.code == 50001 else 'Missing Permissions'}); fix the "
-            "channel's permissions, then subscribe again."
-        )
-    return f"Discord refused the message (403, code {exc.code})."
 
 
 async def setup(bot: TunewatchBot) -> None:

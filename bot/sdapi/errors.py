@@ -15,6 +15,11 @@ class SdApiError(Exception):
         self.user_message = user_message
         self.detail = detail or user_message
 
+    @property
+    def reason(self) -> str:
+        """Why, in a few plain words (stored as a training's last error)."""
+        return self.user_message
+
 
 class InvalidTrainingId(SdApiError):
     """The training id is malformed; no request was made."""
@@ -26,6 +31,10 @@ class InvalidApiKey(SdApiError):
 
 class TrainingNotFound(SdApiError):
     """The API does not know this training id (for this key)."""
+
+
+class NoCredits(SdApiError):
+    """The API key has no credits left (HTTP 402)."""
 
 
 class RateLimited(SdApiError):

@@ -1,27 +1,52 @@
-"""Persistence: the only package with SQL."""
+"""Persistence, the only package with SQL: the database and one repository per aggregate."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.store.db import Database, DatabaseError, SchemaTooNew
 from bot.store.models import (
     DEFAULT_KEY_REF,
-    TERMINAL_SEQ,
     Delivery,
-    Event,
-    EventKind,
     Subscription,
     SubscriptionKind,
     SubscriptionStatus,
     Training,
     TrainingUpdate,
 )
-from bot.store.store import LimitReached, Store
+from bot.store.outbox import Outbox
+from bot.store.subscriptions import LimitReached, Subscriptions
+from bot.store.trainings import Trainings
 from bot.store.user_keys import StoredKey, UserKeys
+
+
+class Store:
+    """The database and its repositories, opened and closed together."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.outbox = Outbox(db)
+        self.trainings = Trainings(db, self.outbox)
+        self.subscriptions = Subscriptions(db)
+        self.user_keys = UserKeys(db)
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Store:
+        """Open (creating if needed) the database at ``path``; raises DatabaseError."""
+        return cls(await Database.open(path))
+
+    async def close(self) -> None:
+        """Close the database."""
+        await self.db.close()
+
 
 __all__ = [
     "DEFAULT_KEY_REF",
-    "TERMINAL_SEQ",
+    "Database",
+    "DatabaseError",
     "Delivery",
-    "Event",
-    "EventKind",
     "LimitReached",
+    "SchemaTooNew",
     "Store",
     "StoredKey",
     "Subscription",

@@ -1,4 +1,4 @@
-"""Plain rows the store reads and writes; no SQL here, no discord."""
+"""Plain rows the repositories read and write; no SQL here, no discord."""
 
 from __future__ import annotations
 
@@ -7,23 +7,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
-# The terminal event sorts after every step line of the log.
-TERMINAL_SEQ = 1_000_000_000
+from bot.events import Event, EventKind
+
 DEFAULT_KEY_REF = "default"
-
-
-class EventKind(StrEnum):
-    """What an event row records."""
-
-    STEP = "step"
-    READY = "ready"
-    FAILED = "failed"
-    UNKNOWN = "unknown"  # the API kept saying it does not know the training
-
-    @property
-    def terminal(self) -> bool:
-        """True for the events after which nothing more is sent."""
-        return self is not EventKind.STEP
 
 
 class SubscriptionKind(StrEnum):
@@ -41,30 +27,13 @@ class SubscriptionStatus(StrEnum):
     DONE = "done"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A step line or terminal event of one training."""
-
-    seq: int
-    kind: EventKind
-    number: int | None = None
-    label: str | None = None
-    steps_to_go: int | None = None
-    eta_minutes: int | None = None
-    raw: str | None = None
-    detail: str | None = None
-    late: bool = False
-
-
 class Training(NamedTuple):
-    """One tracked training as the database knows it.
-
-    A named tuple rather than a frozen dataclass: the scheduler builds thousands a second, and
-    a frozen dataclass sets each of its fourteen fields through ``object.__setattr__``.
-    """
+    """One followed training as the database knows it: ``key_ref`` names whose API key polls
+    it (``default``: the operator's; ``user:<id>``: a member's), never the key itself."""
 
     training_id: str
     key_ref: str
+    api: str
     state: str | None
     last_seq: int
     eta_minutes: int | None
@@ -77,31 +46,42 @@ class Training(NamedTuple):
     not_found_count: int
     first_not_found_at: float | None
     last_ok_at: float | None
+    failing_since: float | None
+
+    @property
+    def ref(self) -> tuple[str, str]:
+        """``(training_id, key_ref)``: what identifies the row."""
+        return self.training_id, self.key_ref
 
 
 @dataclass(slots=True)
 class TrainingUpdate:
-    """What one poll changes about a training; applied with its events and deliveries at once."""
+    """What one poll (or one status fetched by a command) changes about a training; recorded
+    with its new events and their deliveries in one transaction."""
 
     training_id: str
     key_ref: str
     next_poll_at: float
+    api: str = "v3"
+    answered: bool = False
+    """The API answered with a status (else: an error, described by the fields below)."""
+    state: str | None = None
+    eta_minutes: int | None = None
+    total_steps: int | None = None
+    events: Sequence[Event] = ()
     consecutive_errors: int = 0
     last_error: str | None = None
     not_found_count: int = 0
     first_not_found_at: float | None = None
-    ok: bool = False
-    state: str | None = None
-    eta_minutes: int | None = None
-    total_steps: int | None = None
-    # A tuple by default: most polls see nothing new, and an empty list per poll is garbage
-    # the cyclic collector has to look at.
-    events: Sequence[Event] = ()
+    failing_since: float | None = None
+    planned_at: float | None = None
+    """The next poll time the claim wrote: if the row says otherwise when this is recorded,
+    someone asked for a poll meanwhile (a webhook, a command), and the sooner time stays."""
 
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """A channel subscription or a DM alert."""
+    """A channel subscription or a DM alert, with its training's last known state."""
 
     id: int
     kind: SubscriptionKind

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.store.store import Store
+from bot.store.db import Database
 
 Rewrite = Callable[[list[tuple[int, bytes]]], list[tuple[int, bytes]]]
 
@@ -23,24 +23,24 @@ class StoredKey:
 class UserKeys:
     """The ``user_keys`` table: one ciphertext per Discord user."""
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def get(self, user_id: int) -> StoredKey | None:
         """A user's encrypted key, or None."""
-        async with self._store.db.execute(
+        rows = await self._db.fetch(
             "SELECT user_id, ciphertext, created_at, updated_at FROM user_keys WHERE user_id = ?",
             (user_id,),
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
+        )
+        if not rows:
             return None
+        row = rows[0]
         return StoredKey(int(row[0]), bytes(row[1]), row[2], row[3])
 
     async def put(self, user_id: int, ciphertext: bytes, *, now: float) -> None:
         """Store or replace a user's encrypted key."""
-        async with self._store.transaction() as db:
-            await db.execute(
+        async with self._db.transaction() as tx:
+            await tx.execute(
                 "INSERT INTO user_keys (user_id, ciphertext, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET "
                 "ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
@@ -49,15 +49,8 @@ class UserKeys:
 
     async def delete(self, user_id: int) -> bool:
         """Remove a user's key; True when there was one."""
-        async with self._store.transaction() as db:
-            cur = await db.execute("DELETE FROM user_keys WHERE user_id = ?", (user_id,))
-            return cur.rowcount > 0
-
-    async def count(self) -> int:
-        """How many users have a key stored."""
-        async with self._store.db.execute("SELECT COUNT(*) FROM user_keys") as cur:
-            row = await cur.fetchone()
-        return 0 if row is None else int(row[0])
+        async with self._db.transaction() as tx:
+            return await tx.execute("DELETE FROM user_keys WHERE user_id = ?", (user_id,)) > 0
 
     async def rewrite_all(self, rewrite: Rewrite, *, now: float) -> int:
         """Replace every ciphertext with what ``rewrite`` makes of them, all or nothing.
@@ -65,13 +58,11 @@ class UserKeys:
         ``rewrite`` gets every (user_id, ciphertext) and returns the new pairs; if it raises,
         the transaction rolls back and nothing changes. Returns how many rows were rewritten.
         """
-        async with self._store.transaction() as db:
+        async with self._db.transaction() as tx:
             # Read inside the write transaction so no key set meanwhile escapes the rewrite.
-            rows = await db.execute_fetchall(
-                "SELECT user_id, ciphertext FROM user_keys ORDER BY user_id"
-            )
+            rows = await tx.fetch("SELECT user_id, ciphertext FROM user_keys ORDER BY user_id")
             new = rewrite([(int(r[0]), bytes(r[1])) for r in rows])
-            await db.executemany(
+            await tx.executemany(
                 "UPDATE user_keys SET ciphertext = ?, updated_at = ? WHERE user_id = ?",
                 [(ciphertext, now, user_id) for user_id, ciphertext in new],
             )

@@ -72,7 +72,8 @@ class Deliverer:
         max_attempts: int = 40,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._store = store
+        self._outbox = store.outbox
+        self._subscriptions = store.subscriptions
         self._notifier = notifier
         self._instance_id = instance_id
         self._concurrency = concurrency
@@ -85,7 +86,6 @@ class Deliverer:
         self._task: asyncio.Task[None] | None = None
         self._marks: list[tuple[Delivery, int | None]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self.sent_count = 0
 
     def start(self) -> None:
         """Start draining in the background."""
@@ -111,7 +111,7 @@ class Deliverer:
                 self._wake.clear()
                 if await self.drain_once():
                     continue
-                next_at = await self._store.next_delivery_at()
+                next_at = await self._outbox.next_due_at()
                 delay = 30.0 if next_at is None else min(30.0, max(0.0, next_at - self._clock()))
                 await wait_event(self._wake, delay)
             except asyncio.CancelledError:
@@ -122,7 +122,7 @@ class Deliverer:
 
     async def drain_once(self) -> int:
         """Send every delivery due now; returns how many were attempted."""
-        groups = await self._store.pending_deliveries(self._clock(), limit=self._batch_size)
+        groups = await self._outbox.due(self._clock(), limit=self._batch_size)
         if not groups:
             return 0
         semaphore = asyncio.Semaphore(self._concurrency)
@@ -157,16 +157,14 @@ class Deliverer:
         except PermanentDeliveryError as exc:
             metrics.DELIVERIES.labels("paused").inc()
             log.warning("subscription %d paused: %s", delivery.subscription_id, exc.reason)
-            await self._store.pause_subscription(
-                delivery.subscription_id, exc.reason, self._clock()
-            )
+            await self._subscriptions.pause(delivery.subscription_id, exc.reason, self._clock())
             return False
         except TransientDeliveryError as exc:
             attempts = delivery.attempts + 1
             if attempts >= self._max_attempts:
                 metrics.DELIVERIES.labels("failed").inc()
                 log.error("delivery %d gave up after %d attempts: %s", delivery.id, attempts, exc)
-                await self._store.mark_failed(delivery, str(exc))
+                await self._outbox.mark_failed(delivery, str(exc))
                 return True
             metrics.DELIVERIES.labels("retry").inc()
             delay = min(self._max_backoff, self._base_backoff * 2.0**attempts)
@@ -174,19 +172,18 @@ class Deliverer:
             if exc.retry_after is not None:
                 delay = max(delay, exc.retry_after)
             log.info("delivery %d failed (%s); retry in %.1fs", delivery.id, exc, delay)
-            await self._store.mark_retry(delivery, str(exc), self._clock() + delay)
+            await self._outbox.mark_retry(delivery, str(exc), self._clock() + delay)
             return False
         except DeliveryError as exc:
             # Neither retryable nor about the target (e.g. Discord refused this payload):
             # give up on this message, keep the subscription and its later messages.
             metrics.DELIVERIES.labels("failed").inc()
             log.error("delivery %d refused: %s", delivery.id, exc)
-            await self._store.mark_failed(delivery, str(exc))
+            await self._outbox.mark_failed(delivery, str(exc))
             return True
         now = self._clock()
         metrics.DELIVERIES.labels("sent").inc()
         metrics.DELIVERY_DELAY.observe(max(0.0, now - delivery.created_at))
-        self.sent_count += 1
         self._marks.append((delivery, message_id))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_marks())
@@ -197,7 +194,7 @@ class Deliverer:
         while self._marks:
             marks, self._marks = self._marks, []
             try:
-                await self._store.mark_sent(marks, self._clock())
+                await self._outbox.mark_sent(marks, self._clock())
             except Exception:
                 log.exception("writing %d sent marks failed; nonces dedupe the resend", len(marks))
 

@@ -290,7 +290,7 @@ async def test_subscriptions_record_whose_key_and_clearing_pauses_them(
     await notify.wait_final()
     # Another member, no key of their own: the operator's key.
     await invoke_final(fake, "training-subscribe", {"training_id": "Operat0001"}, OTHER_USER)
-    subs = {s.training_id: s for s in await bot.store.guild_subscriptions(GUILD)}
+    subs = {s.training_id: s for s in await bot.store.subscriptions.of_guild(GUILD)}
     assert subs["Pause00001"].key_ref == user_ref(USER) == f"user:{USER}"
     assert subs["Operat0001"].key_ref == DEFAULT_KEY_REF
 
@@ -310,7 +310,7 @@ async def test_subscriptions_record_whose_key_and_clearing_pauses_them(
     assert listing.ephemeral()
     assert listed.count("The API key this subscription used was removed") == 2
     assert "user:" not in listed
-    subs = {s.training_id: s for s in await bot.store.guild_subscriptions(GUILD)}
+    subs = {s.training_id: s for s in await bot.store.subscriptions.of_guild(GUILD)}
     assert subs["Pause00001"].status is SubscriptionStatus.PAUSED
     assert subs["Operat0001"].status is SubscriptionStatus.ACTIVE
 
@@ -349,7 +349,7 @@ async def test_only_the_subscriber_or_manage_channels_may_unsubscribe(
         return final
 
     async def still_there() -> bool:
-        sub = await bot.store.find_subscription(
+        sub = await bot.store.subscriptions.find(
             SubscriptionKind.CHANNEL, "Owner00001", channel_id=CHANNEL, user_id=creator
         )
         return sub is not None

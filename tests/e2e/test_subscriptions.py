@@ -93,7 +93,7 @@ async def test_full_flow_one_message_per_step_then_silence(
     assert all(m.nonce and len(m.nonce) <= 25 for m in messages)
 
     async def done() -> bool:
-        sub = await bot.store.find_subscription(
+        sub = await bot.store.subscriptions.find(
             SubscriptionKind.CHANNEL, "Flow000001", channel_id=CHANNEL, user_id=USER
         )
         return sub is not None and sub.status is SubscriptionStatus.DONE
@@ -184,7 +184,7 @@ async def test_api_faults_mid_training_lose_nothing(
                 await sim.wait_for_requests(before + 1, training_id="Faulty0001")
 
                 async def waits_30s() -> bool:
-                    row = await bot.store.get_training("Faulty0001", "default")
+                    row = await bot.store.trainings.get("Faulty0001", "default")
                     return row is not None and row.next_poll_at - time.time() > 25
 
                 await wait_until(waits_30s, what="a 30 s wait recorded")
@@ -235,7 +235,7 @@ async def test_lost_permission_and_deleted_channel_pause_only_those(
     assert step_messages(fake, locked) == []
 
     async def paused() -> bool:
-        subs = await bot.store.guild_subscriptions(GUILD)
+        subs = await bot.store.subscriptions.of_guild(GUILD)
         return sum(s.status is SubscriptionStatus.PAUSED for s in subs) == 2
 
     await wait_until(paused, what="two paused subscriptions")
@@ -263,7 +263,7 @@ async def test_closed_dms_mark_the_alert_undeliverable(
     await fake.wait_for(lambda f: len(f.dms_to(open_)) == 1)
 
     async def undeliverable() -> bool:
-        alerts = await bot.store.user_alerts(closed)
+        alerts = await bot.store.subscriptions.alerts_of(closed)
         return bool(alerts) and alerts[0].status is SubscriptionStatus.PAUSED
 
     await wait_until(undeliverable, what="the closed-DM alert paused")
@@ -355,10 +355,10 @@ async def test_notify_on_a_finished_training_says_so(
     sim.add_training("Finished01", stage=7)
     final = await notify(fake, "Finished01", USER)
     assert final["content"] == "Training `Finished01` is ready."
-    assert await bot.store.user_alerts(USER) == []
+    assert await bot.store.subscriptions.alerts_of(USER) == []
     done = await subscribe(fake, "Finished01")
     assert "is ready already; there is nothing to follow" in done["content"]
-    assert await bot.store.guild_subscriptions(GUILD) == []
+    assert await bot.store.subscriptions.of_guild(GUILD) == []
 
 
 async def test_guild_sync_at_every_start(fake: FakeDiscord, sim: Simulator, db_path: Path) -> None:
@@ -397,7 +397,7 @@ async def test_archived_thread_pauses_and_refused_payload_skips_one_message(
     await fake.wait_for(lambda f: len(step_messages(f, other)) == 1)
 
     async def archived_paused() -> bool:
-        subs = await bot.store.guild_subscriptions(GUILD)
+        subs = await bot.store.subscriptions.of_guild(GUILD)
         return any(s.reason and "archived" in s.reason for s in subs)
 
     await wait_until(archived_paused, what="the thread subscription paused")

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from cryptography.fernet import Fernet
 
+from bot import render
 from bot.config import ConfigError, Settings, load_settings
 from bot.keys import KeyRing, NoKeyAvailable, UserKeysDisabled, user_ref
 from bot.sdapi.client import KEY_CHECK_TRAINING_ID, SdApiClient
@@ -25,7 +26,7 @@ from bot.secrets import (
     rotate_secret,
     rotate_secret_cli,
 )
-from bot.store import DEFAULT_KEY_REF, Store, SubscriptionKind, SubscriptionStatus, UserKeys
+from bot.store import DEFAULT_KEY_REF, Store, SubscriptionKind, SubscriptionStatus
 
 OLD = Fernet.generate_key().decode()
 NEW = Fernet.generate_key().decode()
@@ -116,8 +117,14 @@ def test_wrong_secret_error_does_not_quote_anything() -> None:
 # -- the repository -----------------------------------------------------------------------------
 
 
+def stored_keys(db_path: Path) -> int:
+    """Rows of the user_keys table, read with a connection of the test's own."""
+    with sqlite3.connect(db_path) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM user_keys").fetchone()[0])
+
+
 async def test_repository_put_get_delete(store: Store, db_path: Path) -> None:
-    repo = UserKeys(store)
+    repo = store.user_keys
     assert await repo.get(ALICE) is None
     await repo.put(ALICE, b"first", now=100.0)
     await repo.put(ALICE, b"second", now=200.0)
@@ -125,18 +132,18 @@ async def test_repository_put_get_delete(store: Store, db_path: Path) -> None:
     stored = await repo.get(ALICE)
     assert stored is not None
     assert (stored.ciphertext, stored.created_at, stored.updated_at) == (b"second", 100.0, 200.0)
-    assert await repo.count() == 2
+    assert stored_keys(db_path) == 2
     assert await repo.delete(ALICE) is True
     assert await repo.delete(ALICE) is False
     assert await repo.get(ALICE) is None
-    assert await repo.count() == 1
+    assert stored_keys(db_path) == 1
     with sqlite3.connect(db_path) as conn:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(user_keys)")]
     assert columns == ["user_id", "ciphertext", "created_at", "updated_at"]
 
 
 async def test_rewrite_all_is_all_or_nothing(store: Store) -> None:
-    repo = UserKeys(store)
+    repo = store.user_keys
     await repo.put(ALICE, b"a", now=1.0)
     await repo.put(BOB, b"b", now=1.0)
 
@@ -170,10 +177,10 @@ async def test_precedence_user_key_over_operator_key(store: Store, db_path: Path
 
 async def test_user_key_without_operator_key(store: Store, db_path: Path) -> None:
     ring = KeyRing(settings(db_path, TUNEWATCH_SECRET=OLD), store)
-    with pytest.raises(NoKeyAvailable) as caught:
+    with pytest.raises(NoKeyAvailable):
         await ring.key_for_user(ALICE)
-    assert "/training-key set" in str(caught.value)
-    assert "SD_API_KEY" in str(caught.value)
+    assert "/training-key set" in render.NO_KEY_TEXT
+    assert "SD_API_KEY" in render.NO_KEY_TEXT
     await ring.set_user_key(ALICE, ALICE_KEY)
     assert await ring.key_for_user(ALICE) == ("user:111", ALICE_KEY)
     with pytest.raises(NoKeyAvailable):
@@ -186,11 +193,10 @@ async def test_neither_key_nor_secret(store: Store, db_path: Path) -> None:
     assert not ring.user_keys_enabled
     with pytest.raises(NoKeyAvailable):
         await ring.key_for_user(ALICE)
-    with pytest.raises(UserKeysDisabled) as caught:
+    with pytest.raises(UserKeysDisabled):
         await ring.set_user_key(ALICE, ALICE_KEY)
-    assert "TUNEWATCH_SECRET" in str(caught.value)
-    assert await UserKeys(store).count() == 0
-    assert "TUNEWATCH_SECRET" in ring.missing_reason(user_ref(ALICE))
+    assert stored_keys(db_path) == 0
+    assert "TUNEWATCH_SECRET" in render.pause_reason_text(ring.missing_reason(user_ref(ALICE)))
 
 
 async def test_keys_persist_encrypted_and_a_new_ring_reads_them(
@@ -212,7 +218,7 @@ async def test_clear_pauses_that_users_subscriptions(store: Store, db_path: Path
     ring = KeyRing(settings(db_path, SD_API_KEY=OPERATOR_KEY, TUNEWATCH_SECRET=OLD), store)
     await ring.set_user_key(ALICE, ALICE_KEY)
     for user, ref in ((ALICE, user_ref(ALICE)), (BOB, DEFAULT_KEY_REF)):
-        await store.subscribe(
+        await store.subscriptions.subscribe(
             kind=SubscriptionKind.DM,
             guild_id=None,
             channel_id=None,
@@ -226,11 +232,12 @@ async def test_clear_pauses_that_users_subscriptions(store: Store, db_path: Path
     assert await ring.clear_user_key(ALICE) == (False, 0)
     assert await ring.key_for(user_ref(ALICE)) is None
     assert await ring.key_for_user(ALICE) == (DEFAULT_KEY_REF, OPERATOR_KEY)
-    (alice_sub,) = await store.user_alerts(ALICE)
-    (bob_sub,) = await store.user_alerts(BOB)
+    (alice_sub,) = await store.subscriptions.alerts_of(ALICE)
+    (bob_sub,) = await store.subscriptions.alerts_of(BOB)
     assert alice_sub.status is SubscriptionStatus.PAUSED
+    assert alice_sub.reason is not None
     assert (
-        alice_sub.reason
+        render.pause_reason_text(alice_sub.reason)
         == "The API key this subscription used was removed; subscribe again to resume."
     )
     assert bob_sub.status is SubscriptionStatus.ACTIVE
@@ -244,7 +251,7 @@ async def test_a_changed_secret_makes_keys_unreadable_not_fatal(
     assert await ring.key_for(user_ref(ALICE)) is None
     assert await ring.key_for_user(ALICE) == (DEFAULT_KEY_REF, OPERATOR_KEY)
     assert await ring.has_stored_key(ALICE)
-    assert "secret changed" in ring.missing_reason(user_ref(ALICE))
+    assert "secret changed" in render.pause_reason_text(ring.missing_reason(user_ref(ALICE)))
     assert any("does not decrypt" in r.getMessage() for r in caplog.records)
     assert all(ALICE_KEY not in r.getMessage() for r in caplog.records)
     # Listing the old secret after the new one reads it again.
@@ -257,7 +264,7 @@ async def test_a_changed_secret_makes_keys_unreadable_not_fatal(
 
 async def test_rotate_secret_reencrypts_everything(store: Store) -> None:
     old, new = KeyCipher.from_secret(OLD), KeyCipher.from_secret(NEW)
-    repo = UserKeys(store)
+    repo = store.user_keys
     await repo.put(ALICE, old.encrypt(ALICE_KEY), now=1.0)
     await repo.put(BOB, old.encrypt(BOB_KEY), now=1.0)
     assert await rotate_secret(store, old, new, now=2.0) == 2
@@ -271,7 +278,7 @@ async def test_rotate_secret_reencrypts_everything(store: Store) -> None:
 
 async def test_rotate_secret_changes_nothing_when_one_key_is_unreadable(store: Store) -> None:
     old, new, other = (KeyCipher.from_secret(s) for s in (OLD, NEW, Fernet.generate_key().decode()))
-    repo = UserKeys(store)
+    repo = store.user_keys
     await repo.put(ALICE, old.encrypt(ALICE_KEY), now=1.0)
     await repo.put(BOB, other.encrypt(BOB_KEY), now=1.0)
     before = [(await repo.get(u)).ciphertext for u in (ALICE, BOB)]  # type: ignore[union-attr]
@@ -286,7 +293,7 @@ async def _seed(db_path: Path, entries: list[tuple[int, str, str]]) -> None:
     try:
         for user, key, secret in entries:
             cipher = KeyCipher.from_secret(secret)
-            await UserKeys(store).put(user, cipher.encrypt(key), now=1.0)
+            await store.user_keys.put(user, cipher.encrypt(key), now=1.0)
     finally:
         await store.close()
 
@@ -414,38 +421,3 @@ async def test_check_key_against_the_simulator() -> None:
         status = await client.fine_tune_status("Owned00001", "valid-key-one")
         assert status.state == "deploying_gpu"
         assert [r.training_id for r in sim.requests][:2] == [KEY_CHECK_TRAINING_ID] * 2
-
-
-async def test_a_replaced_or_removed_key_leaves_the_clients_request_bodies(
-    store: Store, db_path: Path
-) -> None:
-    # The client keeps one request body per key (they are reusable): a key the user replaced or
-    # removed must not stay in it.
-    async with (
-        Simulator(keys=["alice-key-one", "alice-key-two"]) as sim,
-        aiohttp.ClientSession() as s,
-    ):
-        assert sim.base_url is not None
-        sim.add_training("Alice00001", key="alice-key-one")
-        sim.add_training("Alice00002", key="alice-key-two")
-        client = SdApiClient(s, sim.base_url, max_attempts=1)
-        ring = KeyRing(settings(db_path, TUNEWATCH_SECRET=OLD), store, on_forget=client.forget_keys)
-
-        def kept() -> str:
-            return " ".join(f"{payload._value!r}" for payload in client._bodies.values())
-
-        await ring.set_user_key(ALICE, "alice-key-one")
-        await client.attempt("Alice00001", (await ring.key_for_user(ALICE))[1])
-        assert "alice-key-one" in kept()
-        await ring.set_user_key(ALICE, "alice-key-one")  # the same key again: nothing to drop
-        assert "alice-key-one" in kept()
-        await ring.set_user_key(ALICE, "alice-key-two")
-        assert "alice-key-one" not in kept()
-        await client.attempt("Alice00002", (await ring.key_for_user(ALICE))[1])
-        assert "alice-key-two" in kept()
-        await ring.clear_user_key(ALICE)
-        assert not client._bodies
-        assert [(r.training_id, r.key) for r in sim.requests] == [
-            ("Alice00001", "alice-key-one"),
-            ("Alice00002", "alice-key-two"),
-        ]

@@ -8,8 +8,9 @@ import discord
 import pytest
 
 from bot import render
+from bot.events import Event, EventKind
 from bot.sdapi.status import TrainingState, parse_status
-from bot.store import Event, EventKind, Subscription, SubscriptionKind, SubscriptionStatus
+from bot.store import Subscription, SubscriptionKind, SubscriptionStatus
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

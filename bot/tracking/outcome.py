@@ -1,0 +1,195 @@
+"""What one answer of the API changes about a followed training: pure, no I/O.
+
+``after_status`` and ``after_error`` take the training's row as the database had it when the
+poll was claimed, what the API answered, and the time; they return the ``TrainingUpdate`` to
+record (``None`` when the answer says nothing the row does not: most polls). The tracker only
+decides when to poll and how many at once; every rule about what an answer means lives here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bot.events import TERMINAL_SEQ, Event, EventKind
+from bot.sdapi.errors import NoCredits, RateLimited, SdApiError, TrainingNotFound
+from bot.sdapi.status import TrainingStatus
+from bot.store import Training, TrainingUpdate
+
+log = logging.getLogger(__name__)
+
+Random = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The settings an answer is judged by."""
+
+    interval: float
+    """Seconds between two polls of one training (before jitter)."""
+    max_backoff: float = 900.0
+    """The longest wait between polls while the API keeps failing."""
+    jitter: float = 0.1
+    not_found_confirmations: int = 3
+    """"Not found" must be answered this many times..."""
+    not_found_window: float = 300.0
+    """...over at least this many seconds before followers are told the training is unknown."""
+    steps_per_poll: int = 10
+    """New step messages one answer may make; past it, the rest are folded into one message."""
+    steps_per_training: int = 50
+    """Step messages one training may make; past it, each answer makes at most one."""
+
+    @property
+    def late_after(self) -> float:
+        """A poll this long overdue (the bot was down) or an API failing this long makes the
+        steps seen next late."""
+        return max(2 * self.interval, self.interval + 30.0)
+
+
+def next_poll(now: float, rules: Rules, rand: Random = random.random) -> float:
+    """The next poll of a training that answered: the interval, with jitter."""
+    return now + rules.interval * (1 + rules.jitter * (2 * rand() - 1))
+
+
+def backoff(errors: int, now: float, rules: Rules, rand: Random = random.random) -> float:
+    """The next poll after ``errors`` failures in a row: doubling, capped, with jitter."""
+    # The exponent is capped: 2.0 ** 1024 overflows, after some ten days of failures.
+    delay = min(rules.max_backoff, rules.interval * 2.0 ** min(max(0, errors - 1), 64))
+    return now + delay * (1 + rules.jitter * (2 * rand() - 1))
+
+
+def says_nothing_new(row: Training, status: TrainingStatus) -> bool:
+    """True when the row already records everything this answer says (no write needed)."""
+    return (
+        not status.terminal
+        and status.last_seq <= row.last_seq
+        and row.terminal is None
+        and row.consecutive_errors == 0
+        and row.not_found_count == 0
+        and row.state == status.raw_state
+        and row.eta_minutes == status.eta_minutes
+        and status.total_steps in (None, row.total_steps)
+    )
+
+
+def is_late(row: Training | None, now: float, rules: Rules) -> bool:
+    """Whether news seen now comes after a gap: the poll was long overdue (the bot was down)
+    or the API has been failing for a while."""
+    if row is None:
+        return False
+    overdue = now - row.next_poll_at > rules.late_after
+    failing = row.failing_since is not None and now - row.failing_since > rules.late_after
+    return overdue or failing
+
+
+def after_status(
+    row: Training | None,
+    ref: tuple[str, str],
+    status: TrainingStatus,
+    now: float,
+    rules: Rules,
+    *,
+    planned_at: float | None = None,
+    rand: Random = random.random,
+) -> TrainingUpdate | None:
+    """The update an answered poll makes; None when the row already says all of it.
+
+    ``row`` is None for a training not recorded yet (everything it shows is news).
+    """
+    if row is not None and says_nothing_new(row, status):
+        return None
+    training_id, key_ref = ref
+    return TrainingUpdate(
+        training_id=training_id,
+        key_ref=key_ref,
+        next_poll_at=next_poll(now, rules, rand),
+        answered=True,
+        state=status.raw_state,
+        eta_minutes=status.eta_minutes,
+        total_steps=status.total_steps,
+        events=new_events(
+            status,
+            after_seq=-1 if row is None else row.last_seq,
+            late=is_late(row, now, rules),
+            rules=rules,
+        ),
+        planned_at=planned_at,
+    )
+
+
+def new_events(
+    status: TrainingStatus, *, after_seq: int, late: bool, rules: Rules
+) -> Sequence[Event]:
+    """The steps past ``after_seq`` and the terminal event an answer shows, a flood of steps
+    folded into one event (see ``Rules.steps_per_poll`` and ``steps_per_training``)."""
+    steps = [
+        Event(
+            seq=step.seq,
+            kind=EventKind.STEP,
+            number=step.number,
+            label=step.label,
+            steps_to_go=step.steps_to_go,
+            eta_minutes=step.eta_minutes,
+            raw=step.raw,
+            late=late,
+        )
+        for step in status.steps
+        if step.seq > after_seq
+    ]
+    room = rules.steps_per_poll if after_seq + 1 < rules.steps_per_training else 1
+    if len(steps) > room:
+        kept, rest = steps[: room - 1], steps[room - 1 :]
+        steps = [*kept, dataclasses.replace(rest[-1], folded=len(rest) - 1)]
+    if status.finished:
+        steps.append(Event(seq=TERMINAL_SEQ, kind=EventKind.READY, late=late))
+    elif status.failed:
+        steps.append(
+            Event(seq=TERMINAL_SEQ, kind=EventKind.FAILED, detail=status.failure_reason, late=late)
+        )
+    return steps
+
+
+def after_error(
+    row: Training,
+    exc: SdApiError,
+    now: float,
+    rules: Rules,
+    *,
+    planned_at: float | None = None,
+    rand: Random = random.random,
+) -> TrainingUpdate:
+    """The update a failed poll makes: back off, keep the last good state; a "not found" that
+    has repeated long enough ends the training as unknown."""
+    errors = row.consecutive_errors + 1
+    next_at = backoff(errors, now, rules, rand)
+    if isinstance(exc, RateLimited):
+        next_at = max(next_at, now + exc.retry_after)
+    elif isinstance(exc, NoCredits):
+        # Nothing changes until someone buys credits: ask rarely, and resume when it answers.
+        next_at = now + rules.max_backoff
+    log.warning("poll of %s failed (%d in a row): %s", row.training_id, errors, exc.detail)
+    update = TrainingUpdate(
+        training_id=row.training_id,
+        key_ref=row.key_ref,
+        next_poll_at=next_at,
+        consecutive_errors=errors,
+        last_error=exc.reason,
+        not_found_count=row.not_found_count,
+        first_not_found_at=row.first_not_found_at,
+        failing_since=row.failing_since if row.failing_since is not None else now,
+        planned_at=planned_at,
+    )
+    if isinstance(exc, TrainingNotFound):
+        # "Not found" right after creation or during an API hiccup is common: only believe it
+        # after several answers spread over some minutes.
+        update.not_found_count += 1
+        update.first_not_found_at = row.first_not_found_at or now
+        if (
+            update.not_found_count >= rules.not_found_confirmations
+            and now - update.first_not_found_at >= rules.not_found_window
+        ):
+            update.events = [Event(seq=TERMINAL_SEQ, kind=EventKind.UNKNOWN, detail=exc.reason)]
+    return update
