@@ -137,6 +137,15 @@ async def _select_rows(
     return result
 
 
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer tunewatch than this one."""
+
+    def __init__(self, found: int, known: int) -> None:
+        super().__init__(f"database schema version {found} is newer than this code's {known}")
+        self.found = found
+        self.known = known
+
+
 class LimitReached(Exception):
     """A per-guild or per-user subscription limit would be exceeded."""
 
@@ -277,6 +286,10 @@ class Store:
             (f for f in resources.files("bot.store").joinpath("migrations").iterdir()),
             key=lambda f: f.name,
         )
+        known = max(int(f.name.split("_", 1)[0]) for f in files if f.name.endswith(".sql"))
+        if current > known:
+            # Its tables may mean something this code does not know: refuse rather than guess.
+            raise SchemaTooNew(current, known)
         for file in files:
             if not file.name.endswith(".sql"):
                 continue
