@@ -5,15 +5,18 @@ every failure at start is one line saying what to do, with a non-zero exit code.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
 import socket
 import sqlite3
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot.config import Settings
@@ -30,6 +33,7 @@ from tests.support.harness import (
     step_messages,
     subscribe,
     titles,
+    wait_until,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -406,3 +410,38 @@ async def test_http_port_taken(fake: FakeDiscord, sim: Simulator, db_path: Path)
         code, log, told = await start_failure(env, db_path.parent)
     assert_one_line(code, log, told, 1, f"HTTP_PORT {port} is already in use")
     assert not fake.requests
+
+
+async def test_health_command_answers_for_a_running_bot(
+    fake: FakeDiscord, sim: Simulator, db_path: Path, processes: list[BotProcess]
+) -> None:
+    port = free_port()
+    env = settings_for(fake, sim, db_path, HTTP_PORT=str(port))
+    bot = await started(env, fake, 1)
+    processes.append(bot)
+
+    async def healthy() -> bool:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/healthz") as r,
+        ):
+            return r.status == 200
+
+    await wait_until(healthy, timeout=30, what="/healthz 200")
+    names = set(Settings.model_fields)
+    environ = {k: v for k, v in os.environ.items() if k not in names}
+    environ.update(env, PYTHONPATH=str(ROOT))
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "bot", "health"],
+        cwd=db_path.parent,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ok"] is True
+    bot.signal(signal.SIGTERM)
+    assert_closed_cleanly(bot, await bot.wait(), db_path)
