@@ -165,9 +165,6 @@ async def serve(settings: Settings) -> int:
 
 def run_bot(settings: Settings) -> int:
     """Run until stopped by a signal; one line on stderr if it cannot start."""
-    # Until the event loop takes the signals over: SIGTERM stops a starting process as Ctrl+C
-    # does (as PID 1 in a container, a signal without a handler would be ignored).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     from bot.preflight import StartupError
 
     quiet_voice_warnings()
@@ -178,8 +175,6 @@ def run_bot(settings: Settings) -> int:
     except StartupError as exc:
         fail(str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:  # a signal before anything was opened
-        return EXIT_OK
 
 
 def run_status(settings: Settings, training_id: str) -> int:
@@ -297,6 +292,19 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bot`` and the ``tunewatch`` script."""
     args = build_parser().parse_args(argv)
     command = args.command or "run"
+    if command == "run":
+        # Until the event loop takes the signals over (serve()), SIGTERM stops a starting bot
+        # as Ctrl+C does. As PID 1 in a container, a signal without a handler is ignored.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return dispatch(command, args)
+    except KeyboardInterrupt:
+        # For the bot, a stop asked for before anything was opened; for the others, Ctrl+C.
+        return EXIT_OK if command == "run" else 128 + signal.SIGINT
+
+
+def dispatch(command: str, args: argparse.Namespace) -> int:
+    """Run one command."""
     if command == "simulate":
         logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)-8s %(message)s")
         return run_simulator(args.host, args.port, args.advance_every)
