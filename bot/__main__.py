@@ -25,6 +25,15 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from bot.config import ConfigError, Settings, load_settings, start_warnings
+from bot.preflight import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    StartupError,
+    explain,
+    preflight,
+)
 
 if TYPE_CHECKING:
     from bot.app import TunewatchBot
@@ -32,13 +41,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("bot")
 
 PROG = "tunewatch"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 # A stop must end well within what service managers wait before SIGKILL (docker stop: 10 s,
 # systemd: 90 s); past this bound the process exits without a clean close (SQLite's journal
 # and the message nonces make even that lose nothing).
-SHUTDOWN_SECONDS = 4.0
+SHUTDOWN_SECONDS = 3.5
 # After close(), start() returns at once; a login hanging on a slow Discord is abandoned.
-START_TASK_GRACE_SECONDS = 1.0
+START_TASK_GRACE_SECONDS = 0.5
 HEALTH_TIMEOUT_SECONDS = 5.0
 
 
@@ -126,7 +134,6 @@ async def serve(settings: Settings) -> int:
     database open and its worker thread keeping the process alive.
     """
     from bot.app import TunewatchBot
-    from bot.preflight import explain, preflight
 
     loop = asyncio.get_running_loop()
     stop = StopRequest()
@@ -165,8 +172,6 @@ async def serve(settings: Settings) -> int:
 
 def run_bot(settings: Settings) -> int:
     """Run until stopped by a signal; one line on stderr if it cannot start."""
-    from bot.preflight import StartupError
-
     quiet_voice_warnings()
     for warning in start_warnings(settings):
         log.warning("%s", warning)

@@ -11,14 +11,12 @@ import socket
 import sqlite3
 from pathlib import Path
 
-import aiohttp
-import discord
-
 from bot.config import Settings
 from bot.store import Store
 from bot.store.store import SchemaTooNew
 
-# Exit codes of every tunewatch command (the README lists them).
+# Exit codes of every tunewatch command (the README lists them). This module imports discord.py
+# and aiohttp only where it explains a failure: the one-shot commands import it for these.
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -162,6 +160,8 @@ def explain_port(exc: OSError, host: str, port: int) -> StartupError:
 
 
 def _unreachable_reason(exc: BaseException) -> str:
+    import aiohttp
+
     if isinstance(exc, aiohttp.ClientConnectorError):
         if isinstance(exc.os_error, socket.gaierror):
             return f"{exc.host} does not resolve: {exc.os_error.strerror}"
@@ -176,6 +176,9 @@ def _unreachable_reason(exc: BaseException) -> str:
 def explain(exc: BaseException, settings: Settings) -> StartupError | None:
     """The line for a failure while the bot starts; None for an unexpected one (a bug, whose
     traceback is worth keeping)."""
+    import aiohttp
+    import discord
+
     if isinstance(exc, StartupError):
         return exc
     if isinstance(exc, discord.LoginFailure):
