@@ -445,3 +445,33 @@ async def test_health_command_answers_for_a_running_bot(
     assert json.loads(result.stdout)["ok"] is True
     bot.signal(signal.SIGTERM)
     assert_closed_cleanly(bot, await bot.wait(), db_path)
+
+
+def test_the_voice_warnings_are_discord_py_s_and_silenced() -> None:
+    """discord.py warns at every client it builds without PyNaCl and davey; tunewatch, which
+    never joins a voice channel, turns those two warnings off (the state tests check its log)."""
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(stream=sys.stderr)\n"
+        "import discord\n"
+        "if sys.argv[1] == 'quiet':\n"
+        "    from bot.__main__ import quiet_voice_warnings\n"
+        "    quiet_voice_warnings()\n"
+        "discord.Client(intents=discord.Intents.none())\n"
+    )
+
+    def client(mode: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", script, mode],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        return result.stderr
+
+    loud = client("loud")
+    assert "PyNaCl is not installed, voice will NOT be supported" in loud
+    assert "davey is not installed, voice will NOT be supported" in loud
+    assert "voice" not in client("quiet")
