@@ -73,8 +73,8 @@ async def inner(port: int, db: Path, trainings: int) -> None:
 def toggle(state: str) -> None:
     """Switch callgrind's counting on or off for this process (a no-op outside valgrind)."""
     if os.environ.get("TUNEWATCH_UNDER_CALLGRIND"):
-        subprocess.run(  # noqa: S603 - a fixed command of the machine's valgrind
-            ["callgrind_control", "-i", state, str(os.getpid())],  # noqa: S607
+        subprocess.run(
+            ["callgrind_control", "-i", state, str(os.getpid())],
             check=True,
             capture_output=True,
         )

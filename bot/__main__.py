@@ -1,20 +1,61 @@
-"""``python -m bot``: run the bot; ``status <id>``: one status in the terminal; ``simulate``."""
+"""``tunewatch`` (or ``python -m bot``): run the bot; ``status <id>``: one status in the terminal;
+``health``: ask the running bot's /healthz; ``simulate``; ``rotate-secret``.
+
+Exit codes, for every command: 0 done (the bot stopped when told; the training is running or
+ready; healthy), 1 failed (the training failed; the bot could not start; unhealthy), 2 usage or
+settings, 3 Discord or the API unreachable.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
 import sys
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 import aiohttp
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings, load_settings, start_warnings
+from bot.preflight import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    StartupError,
+    explain,
+    preflight,
+)
+
+if TYPE_CHECKING:
+    from bot.app import TunewatchBot
 
 log = logging.getLogger("bot")
+
+PROG = "tunewatch"
+# A stop must end well within what service managers wait before SIGKILL (docker stop: 10 s,
+# systemd: 90 s); past this bound the process exits without a clean close (SQLite's journal
+# and the message nonces make even that lose nothing).
+SHUTDOWN_SECONDS = 3.5
+# After close(), start() returns at once; a login hanging on a slow Discord is abandoned.
+START_TASK_GRACE_SECONDS = 0.5
+HEALTH_TIMEOUT_SECONDS = 5.0
+
+
+def package_version() -> str:
+    """The installed distribution's version."""
+    try:
+        return version("tunewatch")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
 
 
 def configure_logging(level: str) -> None:
@@ -29,63 +70,183 @@ def configure_logging(level: str) -> None:
     logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLevelName(level)))
 
 
-def run_bot(settings: Settings) -> int:
-    """Run until interrupted."""
+def fail(message: str) -> None:
+    """Tell the operator, on one line, why a command could not do its work."""
+    print(f"{PROG}: {message}", file=sys.stderr)
+
+
+def _exit_now(code: int) -> None:
+    """Leave at once: no close, no waiting for threads (a second signal asked for this)."""
+    logging.shutdown()
+    os._exit(code)
+
+
+class StopRequest:
+    """SIGTERM or SIGINT: the first asks for a clean stop, the second stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+
+    def on_signal(self, signum: int) -> None:
+        """Handle one signal (called by the event loop, never inside a signal handler)."""
+        name = signal.Signals(signum).name
+        if self.requested.is_set():
+            log.warning("%s again: stopping at once, without closing", name)
+            _exit_now(128 + signum)
+        log.info("%s: stopping (send it again to stop at once)", name)
+        self.requested.set()
+
+
+def quiet_voice_warnings() -> None:
+    """tunewatch never joins a voice channel: discord.py's warnings about the missing voice
+    libraries (PyNaCl, davey) at every start are noise. They are flags discord.py itself clears
+    after warning once."""
     import discord
 
+    discord.VoiceClient.warn_nacl = False
+    discord.VoiceClient.warn_dave = False
+
+
+async def close_within(bot: TunewatchBot, seconds: float) -> bool:
+    """Close the bot to the end, within ``seconds``; past that, exit without a clean close."""
+    try:
+        async with asyncio.timeout(seconds):
+            await bot.close()
+    except TimeoutError:
+        log.error(
+            "could not close within %gs; exiting anyway (SQLite recovers at the next start, "
+            "and messages in flight are resent with the same nonce)",
+            seconds,
+        )
+        _exit_now(EXIT_FAILED)
+    except Exception:
+        log.exception("closing failed")
+        return False
+    return True
+
+
+async def serve(settings: Settings) -> int:
+    """Run the bot until a signal or a failure; return the exit code.
+
+    The shutdown is explicit: a signal sets a flag, this coroutine closes the bot and waits for
+    the close to end (the database closed last) before it returns. Letting ``bot.start()``
+    return into ``asyncio.run`` instead would cancel a close still in progress, leaving the
+    database open and its worker thread keeping the process alive.
+    """
     from bot.app import TunewatchBot
 
-    async def main() -> None:
-        async with TunewatchBot(settings) as bot:
-            # SIGTERM (systemd, docker stop) closes cleanly, as Ctrl+C does.
-            loop = asyncio.get_running_loop()
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(bot.close()))
-            token = settings.DISCORD_TOKEN
-            assert token is not None  # noqa: S101 - load_settings(require_token=True)
-            await bot.start(token.get_secret_value())
+    loop = asyncio.get_running_loop()
+    stop = StopRequest()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # no loop signal handlers on Windows
+            loop.add_signal_handler(signum, stop.on_signal, signum)
 
+    await preflight(settings)
+    if stop.requested.is_set():
+        return EXIT_OK
+    bot = TunewatchBot(settings)
+    token = settings.DISCORD_TOKEN
+    assert token is not None  # noqa: S101 - load_settings(require_token=True)
+    running = asyncio.create_task(bot.start(token.get_secret_value()), name="tunewatch")
+    stopping = asyncio.create_task(stop.requested.wait(), name="stop-request")
+    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    closed = await close_within(bot, SHUTDOWN_SECONDS)
+    done, _ = await asyncio.wait({running}, timeout=START_TASK_GRACE_SECONDS)
+    if not done:
+        running.cancel()
+    (outcome,) = await asyncio.gather(running, return_exceptions=True)
+
+    if stop.requested.is_set():
+        if closed:
+            log.info("stopped cleanly")
+        return EXIT_OK if closed else EXIT_FAILED
+    if isinstance(outcome, BaseException):
+        error = explain(outcome, settings)
+        if error is None:
+            log.error("tunewatch stopped on an unexpected error", exc_info=outcome)
+            return EXIT_FAILED
+        raise error
+    return EXIT_OK if closed else EXIT_FAILED
+
+
+def run_bot(settings: Settings) -> int:
+    """Run until stopped by a signal; one line on stderr if it cannot start."""
+    quiet_voice_warnings()
+    for warning in start_warnings(settings):
+        log.warning("%s", warning)
     try:
-        asyncio.run(main())
-    except discord.LoginFailure:
-        print(
-            "Discord refused DISCORD_TOKEN: check that it is the bot token from the Developer "
-            "Portal (Bot -> Reset Token).",
-            file=sys.stderr,
-        )
-        return 2
-    except KeyboardInterrupt:
-        pass
-    return 0
+        return asyncio.run(serve(settings))
+    except StartupError as exc:
+        fail(str(exc))
+        return exc.exit_code
 
 
 def run_status(settings: Settings, training_id: str) -> int:
-    """Print one training's status."""
+    """Print one training's status; the exit code says running or ready (0), failed (1)."""
     from bot.render import status_text
     from bot.sdapi.client import SdApiClient
-    from bot.sdapi.errors import SdApiError
+    from bot.sdapi.errors import (
+        InvalidApiKey,
+        InvalidTrainingId,
+        SdApiError,
+        TrainingNotFound,
+    )
 
     if settings.SD_API_KEY is None:
-        print(
-            "SD_API_KEY is not set: put your API key in the environment or .env.", file=sys.stderr
-        )
-        return 2
+        fail("SD_API_KEY is not set: put your API key in the environment or .env.")
+        return EXIT_USAGE
     key = settings.SD_API_KEY.get_secret_value()
 
     async def main() -> int:
         async with aiohttp.ClientSession() as session:
             client = SdApiClient(
-                session, settings.SD_API_BASE_URL, timeout=settings.API_TIMEOUT_SECONDS
+                session,
+                settings.SD_API_BASE_URL,
+                timeout=settings.API_TIMEOUT_SECONDS,
+                max_attempts=settings.API_MAX_ATTEMPTS,
             )
             try:
                 status = await client.fine_tune_status(training_id, key, budget=60)
             except SdApiError as exc:
-                print(exc.user_message, file=sys.stderr)
-                return 1
+                fail(exc.user_message)
+                if isinstance(exc, InvalidTrainingId | InvalidApiKey):
+                    return EXIT_USAGE
+                if isinstance(exc, TrainingNotFound):
+                    return EXIT_FAILED
+                return EXIT_UNREACHABLE  # unavailable, rate limited, or no readable answer
         print(status_text(training_id.strip(), status, datetime.now(UTC)))
-        return 0
+        return EXIT_FAILED if status.failed else EXIT_OK
 
     return asyncio.run(main())
+
+
+def run_health(settings: Settings) -> int:
+    """Ask the running bot's /healthz (the container's HEALTHCHECK); print its answer."""
+    if settings.HTTP_PORT is None:
+        fail("HTTP_PORT is not set: the health check asks the bot's HTTP server; set HTTP_PORT.")
+        return EXIT_USAGE
+    # A server listening on every address answers on loopback.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.HTTP_HOST, settings.HTTP_HOST)  # noqa: S104
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{settings.HTTP_PORT}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT_SECONDS) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            problems = ", ".join(json.loads(body)["problems"])
+        except (ValueError, KeyError, TypeError):
+            problems = f"HTTP {exc.code}"
+        fail(f"unhealthy: {problems}")
+        return EXIT_FAILED
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        fail(f"nothing answers on {url} ({reason}): is the bot running with this HTTP_PORT?")
+        return EXIT_UNREACHABLE
+    print(body.decode(errors="replace"))
+    return EXIT_OK
 
 
 def run_simulator(host: str, port: int, advance_every: float) -> int:
@@ -100,13 +261,27 @@ def run_simulator(host: str, port: int, advance_every: float) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(
-        prog="python -m bot",
+        prog=PROG,
         description="tunewatch: a Discord bot that watches Stable Diffusion API trainings.",
+        epilog="Exit codes: 0 done (running or ready), 1 failed, 2 usage or settings, "
+        "3 Discord or the API unreachable. Settings come from the environment or .env "
+        "(see .env.example).",
     )
-    sub = parser.add_subparsers(dest="command")
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="run the bot (the default)")
-    status = sub.add_parser("status", help="print one training's status (uses SD_API_KEY)")
+    status = sub.add_parser(
+        "status",
+        help="print one training's status (uses SD_API_KEY)",
+        description="Print one training's status. Exit code 0: running or ready; 1: failed "
+        "or unknown; 2: usage or settings; 3: the API could not be reached.",
+        epilog="An id starting with '-' goes after '--': tunewatch status -- -abc123",
+    )
     status.add_argument("training_id")
+    sub.add_parser(
+        "health",
+        help="ask the running bot's /healthz (needs HTTP_PORT); exit 0 when healthy",
+    )
     sim = sub.add_parser("simulate", help="serve a local simulator of the API with demo trainings")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8765)
@@ -122,6 +297,19 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bot`` and the ``tunewatch`` script."""
     args = build_parser().parse_args(argv)
     command = args.command or "run"
+    if command == "run":
+        # Until the event loop takes the signals over (serve()), SIGTERM stops a starting bot
+        # as Ctrl+C does. As PID 1 in a container, a signal without a handler is ignored.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return dispatch(command, args)
+    except KeyboardInterrupt:
+        # For the bot, a stop asked for before anything was opened; for the others, Ctrl+C.
+        return EXIT_OK if command == "run" else 128 + signal.SIGINT
+
+
+def dispatch(command: str, args: argparse.Namespace) -> int:
+    """Run one command."""
     if command == "simulate":
         logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)-8s %(message)s")
         return run_simulator(args.host, args.port, args.advance_every)
@@ -129,10 +317,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(require_token=command == "run")
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     configure_logging(settings.LOG_LEVEL)
     if command == "status":
         return run_status(settings, args.training_id)
+    if command == "health":
+        return run_health(settings)
     if command == "rotate-secret":
         from bot.secrets import rotate_secret_cli
 

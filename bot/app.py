@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -27,6 +28,9 @@ from bot.web import OpsDeps, OpsServer
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("cogs.training", "cogs.keys", "cogs.ops")
+# Closing the gateway waits for Discord's answer to the close frame: bounded, so a stop is quick
+# on a dead network too.
+DISCORD_CLOSE_SECONDS = 2.0
 
 
 def point_discord_at(settings: Settings) -> None:
@@ -41,6 +45,13 @@ class TunewatchTree(app_commands.CommandTree["TunewatchBot"]):
     async def on_error(
         self, interaction: discord.Interaction[TunewatchBot], error: app_commands.AppCommandError
     ) -> None:
+        if interaction.client.is_closed():
+            # The bot is stopping and its connection to Discord is gone: nobody to tell.
+            log.info(
+                "command /%s interrupted: the bot is stopping",
+                interaction.command.name if interaction.command else "?",
+            )
+            return
         if isinstance(error, app_commands.MissingPermissions | app_commands.NoPrivateMessage):
             message = str(error)
         elif isinstance(error, app_commands.CheckFailure):
@@ -83,6 +94,7 @@ class TunewatchBot(commands.Bot):
         self.session: aiohttp.ClientSession | None = None
         self.deliverer = None
         self.ops_server: OpsServer | None = None
+        self._closing: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         """Open the store and session, build and start the engine, load the cogs, sync."""
@@ -177,14 +189,40 @@ class TunewatchBot(commands.Bot):
         log.info("commands synced globally")
 
     async def close(self) -> None:
-        """Stop the engine, then discord.py, then release the session and the database."""
-        try:
-            if self.ops_server is not None:
-                await self.ops_server.stop()
-            await self.stop_engine()
-        finally:
-            await super().close()
-            if self.session is not None:
-                await self.session.close()
-            if hasattr(self, "store"):
-                await self.store.close()
+        """Stop the HTTP server and the engine, then discord.py, then release the session and
+        the database.
+
+        Every step runs even when an earlier one fails, and Discord's part is bounded (a
+        websocket close handshake can wait on a dead network): the database and the HTTP
+        session are always closed, or aiosqlite's worker thread would keep the process alive.
+        Calls after the first wait for the same close; it goes on even if a caller is cancelled.
+        """
+        if self._closing is None:
+            close_discord = super().close
+
+            async def close_all() -> None:
+                try:
+                    if self.ops_server is not None:
+                        await self.ops_server.stop()
+                    await self.stop_engine()
+                except Exception:
+                    log.exception("stopping the engine failed; closing the rest")
+                try:
+                    async with asyncio.timeout(DISCORD_CLOSE_SECONDS):
+                        await close_discord()
+                except TimeoutError:
+                    log.warning(
+                        "Discord's connection did not close within %gs", DISCORD_CLOSE_SECONDS
+                    )
+                except Exception:
+                    log.exception("closing the Discord connection failed")
+                finally:
+                    try:
+                        if self.session is not None:
+                            await self.session.close()
+                    finally:
+                        if hasattr(self, "store"):
+                            await self.store.close()
+
+            self._closing = asyncio.get_running_loop().create_task(close_all(), name="bot-close")
+        await asyncio.shield(self._closing)

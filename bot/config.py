@@ -7,10 +7,15 @@ import logging
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_API_BASE_URL = "https://stablediffusionapi.com/api/v3"
+# Below this, the API's spam filter may object to a key that polls (the docs suggest a minute or
+# two between two status requests of one training): allowed, with a warning at start.
+POLITE_POLL_INTERVAL = 30.0
+MINUTE = 60.0
+DAY = 86_400.0
 
 
 class ConfigError(Exception):
@@ -26,28 +31,32 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=True,
         hide_input_in_errors=True,
+        env_ignore_empty=True,
+        # No `inf` or `nan` for any number: a poll interval of `inf` would never poll.
+        allow_inf_nan=False,
     )
 
     DISCORD_TOKEN: SecretStr | None = None
     SD_API_KEY: SecretStr | None = None
     SD_API_BASE_URL: str = DEFAULT_API_BASE_URL
     DATABASE_PATH: Path = Path("tunewatch.db")
-    POLL_INTERVAL_SECONDS: Annotated[float, Field(gt=0)] = 60.0
+    POLL_INTERVAL_SECONDS: Annotated[float, Field(ge=1, le=DAY)] = 60.0
     DISCORD_API_BASE: str = "https://discord.com/api/v10"
     DISCORD_GATEWAY_URL: str = "wss://gateway.discord.gg/"
-    DISCORD_GUILD_ID: int | None = None
+    # A snowflake: a positive 64-bit integer.
+    DISCORD_GUILD_ID: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
     LOG_LEVEL: str = "INFO"
 
     # Subscriptions (abuse limits, API politeness).
-    MAX_SUBSCRIPTIONS_PER_GUILD: Annotated[int, Field(ge=1)] = 50
-    MAX_DM_ALERTS_PER_USER: Annotated[int, Field(ge=1)] = 25
-    API_MAX_CONCURRENCY: Annotated[int, Field(ge=1)] = 16
-    API_MAX_CONCURRENCY_PER_KEY: Annotated[int, Field(ge=1)] = 4
-    API_TIMEOUT_SECONDS: Annotated[float, Field(gt=0)] = 15.0
+    MAX_SUBSCRIPTIONS_PER_GUILD: Annotated[int, Field(ge=1, le=10_000)] = 50
+    MAX_DM_ALERTS_PER_USER: Annotated[int, Field(ge=1, le=1_000)] = 25
+    API_MAX_CONCURRENCY: Annotated[int, Field(ge=1, le=256)] = 16
+    API_MAX_CONCURRENCY_PER_KEY: Annotated[int, Field(ge=1, le=64)] = 4
+    API_TIMEOUT_SECONDS: Annotated[float, Field(gt=0, le=5 * MINUTE)] = 15.0
     API_MAX_ATTEMPTS: Annotated[int, Field(ge=1, le=10)] = 4
-    MAX_BACKOFF_SECONDS: Annotated[float, Field(gt=0)] = 900.0
-    NOT_FOUND_CONFIRMATIONS: Annotated[int, Field(ge=1)] = 3
-    NOT_FOUND_WINDOW_SECONDS: Annotated[float, Field(ge=0)] = 300.0
+    MAX_BACKOFF_SECONDS: Annotated[float, Field(gt=0, le=DAY)] = 900.0
+    NOT_FOUND_CONFIRMATIONS: Annotated[int, Field(ge=1, le=100)] = 3
+    NOT_FOUND_WINDOW_SECONDS: Annotated[float, Field(ge=0, le=7 * DAY)] = 300.0
 
     # Per-user API keys.
     TUNEWATCH_SECRET: SecretStr | None = None
@@ -57,6 +66,16 @@ class Settings(BaseSettings):
     HTTP_PORT: Annotated[int, Field(ge=0, le=65535)] | None = None
     PUBLIC_URL: str | None = None
     WEBHOOK_SECRET: SecretStr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_default(cls, data: object) -> object:
+        # `FOO=` (or blanks) means "not set", for every setting: the default applies. An empty
+        # environment variable is already dropped by env_ignore_empty (so .env still counts);
+        # this covers blanks and keyword arguments.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+        return data
 
     @field_validator("LOG_LEVEL")
     @classmethod
@@ -104,28 +123,16 @@ class Settings(BaseSettings):
             raise ValueError("must be a ws:// or wss:// URL")
         return value
 
-    @field_validator(
-        "DISCORD_TOKEN",
-        "SD_API_KEY",
-        "TUNEWATCH_SECRET",
-        "WEBHOOK_SECRET",
-        "DISCORD_GUILD_ID",
-        "HTTP_PORT",
-        "PUBLIC_URL",
-        mode="before",
-    )
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        # `FOO=` in .env means "not set", as in .env.example.
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
-
 
 def load_settings(*, require_token: bool = False, env_file: str | None = ".env") -> Settings:
     """Read the settings; raise ConfigError with a readable message instead of a traceback."""
     try:
         settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot read the settings file {env_file}: {exc.strerror or exc}. Make it readable by "
+            "this user, or remove it and set the settings in the environment."
+        ) from None
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
@@ -142,3 +149,15 @@ def load_settings(*, require_token: bool = False, env_file: str | None = ".env")
             "one."
         )
     return settings
+
+
+def start_warnings(settings: Settings) -> list[str]:
+    """Settings that work but deserve one line in the log at start."""
+    warnings = []
+    if settings.POLL_INTERVAL_SECONDS < POLITE_POLL_INTERVAL:
+        warnings.append(
+            f"POLL_INTERVAL_SECONDS={settings.POLL_INTERVAL_SECONDS:g} is below "
+            f"{POLITE_POLL_INTERVAL:g}: the API's spam filter may object to a key that polls this "
+            "often (its docs suggest a minute or two)."
+        )
+    return warnings

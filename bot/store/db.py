@@ -34,10 +34,11 @@ Row = tuple[Any, ...]
 class DatabaseError(Exception):
     """The database cannot be used as it is; ``reason`` says why in plain words."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path, reason: str, *, not_a_database: bool = False) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+        self.not_a_database = not_a_database
 
 
 class SchemaTooNew(DatabaseError):
@@ -139,7 +140,8 @@ class Database:
             await db._migrate()
         except sqlite3.DatabaseError as exc:
             await conn.close()
-            raise DatabaseError(path, _explain(exc)) from None
+            garbage = "not a database" in str(exc) or "malformed" in str(exc)
+            raise DatabaseError(path, _explain(exc), not_a_database=garbage) from None
         except BaseException:
             await conn.close()
             raise
@@ -269,7 +271,7 @@ def _split_sql(script: str) -> list[str]:
 def _explain(exc: sqlite3.Error) -> str:
     text = str(exc)
     if "not a database" in text or "malformed" in text:
-        return "it is not a tunewatch database (or it is damaged)"
+        return "SQLite: file is not a database, or it is damaged"
     if "readonly" in text or "read-only" in text:
         return "it is read-only for this user"
     if "unable to open" in text:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -179,3 +181,106 @@ async def test_simulate_subcommand_serves_demo_trainings(tmp_path: Path) -> None
     finally:
         proc.terminate()
         await proc.wait()
+
+
+def test_help_and_version_name_the_program_tunewatch(tmp_path: Path) -> None:
+    top = run_cli("--help", cwd=tmp_path)
+    status = run_cli("status", "--help", cwd=tmp_path)
+    version = run_cli("--version", cwd=tmp_path)
+    assert top.returncode == status.returncode == version.returncode == 0
+    assert top.stdout.startswith("usage: tunewatch ")
+    assert "python -m bot" not in top.stdout
+    assert "Exit codes: 0" in top.stdout
+    assert status.stdout.startswith("usage: tunewatch status ")
+    assert "tunewatch status -- -abc123" in status.stdout
+    assert version.stdout == f"tunewatch {importlib.metadata.version('tunewatch')}\n"
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    for args in (("status",), ("status", "-abc"), ("frobnicate",), ("--verbose",)):
+        result = run_cli(*args, cwd=tmp_path, SD_API_KEY=DEFAULT_KEY)
+        assert result.returncode == 2, args
+        assert result.stderr.startswith("usage: tunewatch"), args
+        assert "Traceback" not in result.stderr
+
+
+async def test_status_exit_codes(tmp_path: Path) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_url = f"http://127.0.0.1:{closed.getsockname()[1]}/api/v3"
+    closed.close()
+    async with Simulator() as sim:
+        sim.add_training("Running001", stage=3)
+        sim.add_training("Ready00001", stage=99)
+        sim.add_training("Failed0001", stage=3, fail_at=3, failure_reason="CUDA out of memory")
+        sim.add_training("-Dash00001", stage=2)
+        api = {"SD_API_KEY": DEFAULT_KEY, "SD_API_BASE_URL": sim.base_url}
+        cases: list[tuple[tuple[str, ...], dict[str, str], int, str]] = [
+            (("Running001",), api, 0, "Training Running001"),
+            (("Ready00001",), api, 0, "Training Ready00001"),
+            (("Failed0001",), api, 1, "CUDA out of memory"),
+            (("--", "-Dash00001"), api, 0, "Training -Dash00001"),
+            (("NotThere01",), api, 1, "does not know training `NotThere01`"),
+            (("not an id!",), api, 2, "not a valid training id"),
+            (("Running001",), {**api, "SD_API_KEY": "wrong-key"}, 2, "API key"),
+            (
+                ("Running001",),
+                {**api, "SD_API_BASE_URL": closed_url, "API_MAX_ATTEMPTS": "1"},
+                3,
+                "could not be reached",
+            ),
+        ]
+        results = await asyncio.gather(
+            *(
+                asyncio.to_thread(run_cli, "status", *args, cwd=tmp_path, **env)
+                for args, env, *_ in cases
+            )
+        )
+    for (args, _env, code, words), result in zip(cases, results, strict=True):
+        assert result.returncode == code, (args, result.stdout, result.stderr)
+        assert words in result.stdout + result.stderr, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr
+        if code and args != ("Failed0001",):  # a failed training is a status, not an error
+            told = [line for line in result.stderr.splitlines() if line.startswith("tunewatch: ")]
+            assert len(told) == 1, (args, result.stderr)
+
+
+def test_health_without_http_port_is_a_settings_error(tmp_path: Path) -> None:
+    result = run_cli("health", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "tunewatch: HTTP_PORT is not set: the health check asks the bot's HTTP server; "
+        "set HTTP_PORT.\n"
+    )
+
+
+def test_health_when_nothing_answers(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_cli("health", cwd=tmp_path, HTTP_PORT=str(port), HTTP_HOST="0.0.0.0")  # noqa: S104
+    assert result.returncode == 3
+    assert f"nothing answers on http://127.0.0.1:{port}/healthz" in result.stderr
+
+
+async def test_health_reports_an_unhealthy_bot(tmp_path: Path) -> None:
+    # A stand-in for the bot's server answering as /healthz does when the gateway is down.
+    from aiohttp import web
+
+    async def healthz(_request: web.Request) -> web.Response:
+        body = {"ok": False, "problems": ["gateway not connected"], "tracker_tick_age_seconds": 1}
+        return web.json_response(body, status=503)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        result = await asyncio.to_thread(run_cli, "health", cwd=tmp_path, HTTP_PORT=str(port))
+    finally:
+        await runner.cleanup()
+    assert result.returncode == 1
+    assert result.stderr == "tunewatch: unhealthy: gateway not connected\n"

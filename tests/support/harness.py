@@ -34,7 +34,7 @@ def settings_for(fake: FakeDiscord, sim: Simulator, db: Path, **overrides: Any) 
         "SD_API_KEY": DEFAULT_KEY,
         "SD_API_BASE_URL": sim.base_url,
         "DATABASE_PATH": str(db),
-        "POLL_INTERVAL_SECONDS": "0.2",
+        "POLL_INTERVAL_SECONDS": "1",
         "DISCORD_API_BASE": fake.api_base,
         "DISCORD_GATEWAY_URL": fake.gateway_url,
         "LOG_LEVEL": "INFO",
@@ -100,6 +100,19 @@ class BotProcess:
         assert self.proc.stdout is not None
         while chunk := await self.proc.stdout.read(4096):
             self.output.extend(chunk)
+
+    def signal(self, signum: int) -> None:
+        """Send a signal: SIGTERM as systemctl stop and docker stop do, SIGINT as Ctrl+C."""
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    async def wait(self, timeout: float = 30.0) -> int:
+        """The exit code, once the process has exited (and all its output is read)."""
+        assert self.proc is not None
+        code = await asyncio.wait_for(self.proc.wait(), timeout)
+        if self._reader is not None:
+            await self._reader
+        return code
 
     async def kill(self) -> None:
         """SIGKILL: no clean shutdown, as a crash or an OOM kill."""

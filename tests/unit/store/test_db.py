@@ -77,7 +77,7 @@ async def test_a_file_that_is_not_a_database_is_refused_with_its_path(tmp_path: 
     with pytest.raises(DatabaseError) as caught:
         await Database.open(path)
     assert caught.value.path == path
-    assert "not a tunewatch database" in caught.value.reason
+    assert caught.value.not_a_database
 
 
 async def test_a_directory_that_does_not_exist_is_refused(tmp_path: Path) -> None:
