@@ -12,6 +12,7 @@ from bot.config import Settings
 from bot.sdapi.simulator import Simulator
 from tests.support.fakediscord import FakeDiscord
 from tests.support.harness import CHANNEL, GUILD
+from tests.support.pg import PgServer, session_server
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -46,6 +47,21 @@ async def fake() -> AsyncIterator[FakeDiscord]:
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "tunewatch.db"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A throwaway PostgreSQL server for the whole session (tests/support/pg.py)."""
+    with session_server() as server:
+        if isinstance(server, str):
+            pytest.skip(server)
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """The URL of a new, empty PostgreSQL database for one test."""
+    return pg_server.new_database()
 
 
 @pytest.fixture(autouse=True)

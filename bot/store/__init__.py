@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.store.db import Database, DatabaseError, SchemaTooNew
+from bot.store.db import (
+    Database,
+    DatabaseError,
+    DatabaseRefused,
+    DatabaseUnreachable,
+    MalformedDatabaseUrl,
+    SchemaTooNew,
+    is_postgres_url,
+    masked_url,
+)
 from bot.store.models import (
     DEFAULT_KEY_REF,
     Delivery,
@@ -23,17 +32,31 @@ from bot.store.user_keys import StoredKey, UserKeys
 class Store:
     """The database and its repositories, opened and closed together."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, owner: str | None = None) -> None:
         self.db = db
-        self.outbox = Outbox(db)
+        self.outbox = Outbox(db, owner=owner)
         self.trainings = Trainings(db, self.outbox)
         self.subscriptions = Subscriptions(db)
         self.user_keys = UserKeys(db)
 
     @classmethod
-    async def open(cls, path: str | Path) -> Store:
-        """Open (creating if needed) the database at ``path``; raises DatabaseError."""
-        return cls(await Database.open(path))
+    async def open(cls, target: str | Path, *, owner: str | None = None) -> Store:
+        """Open (creating if needed) the database: a SQLite file, or a ``postgresql://`` URL.
+
+        ``owner`` names this instance's delivery leases (default: unique to this process).
+        Raises DatabaseError (or one of its kinds).
+        """
+        db = await Database.open(target)
+        if not db.sql.shared:
+            # One instance per SQLite file: leases found at start are its previous life's.
+            async with db.transaction() as tx:
+                await tx.execute("DELETE FROM delivery_leases")
+        return cls(db, owner=owner)
+
+    @property
+    def shared(self) -> bool:
+        """True when other instances may use this database at the same time."""
+        return self.db.sql.shared
 
     async def close(self) -> None:
         """Close the database."""
@@ -44,8 +67,11 @@ __all__ = [
     "DEFAULT_KEY_REF",
     "Database",
     "DatabaseError",
+    "DatabaseRefused",
+    "DatabaseUnreachable",
     "Delivery",
     "LimitReached",
+    "MalformedDatabaseUrl",
     "SchemaTooNew",
     "Store",
     "StoredKey",
@@ -55,4 +81,6 @@ __all__ = [
     "Training",
     "TrainingUpdate",
     "UserKeys",
+    "is_postgres_url",
+    "masked_url",
 ]

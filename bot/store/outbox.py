@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from collections.abc import Sequence
 from typing import Any
 
-from bot.store.db import Database, Tx, json_rows, rows_param
+from bot.store.db import Database, Dialect, Tx, rows_param
 from bot.store.event_rows import EVENT_COLUMNS, event_of
 from bot.store.models import Delivery, SubscriptionKind
 
 # Deliveries of one subscription handed out per batch: one channel takes 5 messages per 5 s,
 # so more would only wait in memory.
 PER_SUBSCRIPTION = 25
+# How long a subscription's messages stay with the instance that took them if it stops
+# renewing (it died): then another instance sends them.
+DEFAULT_LEASE_SECONDS = 60.0
 
 _DELIVERY_COLUMNS = [
     "d.id",
@@ -28,30 +34,83 @@ _DELIVERY_COLUMNS = [
 ]
 # Numbered (c0, c1...) so that the outer select_json can name them: s.kind and e.kind clash.
 _NAMES = ", ".join(f"c{i}" for i in range(len(_DELIVERY_COLUMNS)))
-# The subscriptions whose first pending delivery is due, then their first pending deliveries
-# in order. A subscription waiting out a backoff (its head not due) is passed over whole, so it
-# neither fills the batch nor lets a later message overtake the head. The heads come from the
+# The subscriptions whose first pending delivery is due and that no other instance is sending.
+# A subscription waiting out a backoff (its head not due) is passed over whole, so it neither
+# fills the batch nor lets a later message overtake the head. The heads come from the
 # deliveries_heads index, one entry per pending row, never pending rows compared pairwise.
-_DUE = f"""
+# Parameters: now, this instance, now, how many.
+_HEADS = """
 WITH heads AS (
     SELECT subscription_id, MIN(seq) AS seq FROM deliveries WHERE status = 'pending'
     GROUP BY subscription_id
-), due AS (
-    SELECT h.subscription_id FROM heads h
-    JOIN deliveries d ON d.subscription_id = h.subscription_id AND d.seq = h.seq
-    JOIN subscriptions s ON s.id = h.subscription_id
-    WHERE s.status = 'active' AND d.next_attempt_at <= ?
-    ORDER BY h.subscription_id LIMIT ?
-), batch AS (
+)
+SELECT h.subscription_id FROM heads h
+JOIN deliveries d ON d.subscription_id = h.subscription_id AND d.seq = h.seq
+JOIN subscriptions s ON s.id = h.subscription_id
+LEFT JOIN delivery_leases l ON l.subscription_id = h.subscription_id
+WHERE s.status = 'active' AND d.next_attempt_at <= ?
+AND (l.owner IS NULL OR l.owner = ? OR l.expires_at <= ?)
+ORDER BY h.subscription_id LIMIT ?
+"""
+
+
+def _statements(sql: Dialect) -> dict[str, str]:
+    """The outbox's statements in this database's dialect."""
+    ids = f"SELECT c0 FROM ({sql.json_rows('int')}) AS j"
+    return {
+        "enqueue": (
+            "INSERT INTO deliveries (subscription_id, training_id, key_ref, seq, status, "
+            "next_attempt_at, created_at) "
+            "SELECT s.id, e.training_id, e.key_ref, e.seq, 'pending', "
+            "CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION) "
+            f"FROM ({sql.json_rows('text', 'text', 'int')}) AS j "
+            "JOIN subscriptions s ON s.training_id = j.c0 AND s.key_ref = j.c1 "
+            "JOIN events e ON e.training_id = s.training_id AND e.key_ref = s.key_ref "
+            "AND e.seq >= j.c2 "
+            "WHERE s.status = 'active' AND e.seq > s.baseline_seq "
+            "AND (s.kind = 'channel' OR e.kind != 'step') "
+            "ON CONFLICT DO NOTHING"
+        ),
+        # A lease is taken where there is none, where it is ours, or where it ran out; a lease
+        # another instance holds is left alone (its row is locked or its time is not up).
+        # Parameters: owner, expires_at, the subscription ids, now.
+        "lease": (
+            "INSERT INTO delivery_leases (subscription_id, owner, expires_at) "
+            "SELECT j.c0, CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION) "
+            f"FROM ({sql.json_rows('int')}) AS j JOIN subscriptions s ON s.id = j.c0 "
+            "WHERE true ON CONFLICT (subscription_id) DO UPDATE SET owner = excluded.owner, "
+            "expires_at = excluded.expires_at WHERE delivery_leases.owner = excluded.owner "
+            "OR delivery_leases.expires_at <= ? RETURNING subscription_id"
+        ),
+        # The first pending deliveries of the leased subscriptions, in order.
+        # Parameters: the subscription ids, per subscription, how many in all.
+        "batch": f"""
+WITH batch AS (
     SELECT d.*, ROW_NUMBER() OVER (PARTITION BY d.subscription_id ORDER BY d.seq) AS rank
-    FROM deliveries d JOIN due ON due.subscription_id = d.subscription_id
-    WHERE d.status = 'pending'
+    FROM deliveries d WHERE d.status = 'pending' AND d.subscription_id IN ({ids})
 )
 SELECT {", ".join(f"{x} AS c{i}" for i, x in enumerate(_DELIVERY_COLUMNS))} FROM batch d
 JOIN subscriptions s ON s.id = d.subscription_id
 JOIN events e ON e.training_id = d.training_id AND e.key_ref = d.key_ref AND e.seq = d.seq
-WHERE d.rank <= ? ORDER BY d.subscription_id, d.seq LIMIT ?
-"""
+WHERE d.rank <= ? AND s.status = 'active' ORDER BY d.subscription_id, d.seq LIMIT ?
+""",
+        "renew": (
+            "UPDATE delivery_leases SET expires_at = ? WHERE owner = ? "
+            f"AND subscription_id IN ({ids})"
+        ),
+        "release": f"DELETE FROM delivery_leases WHERE owner = ? AND subscription_id IN ({ids})",
+    }
+
+
+# When a subscription's next message may go: its due time, or the end of another instance's
+# lease on it. Parameters: this instance.
+_NEXT_DUE = (
+    "SELECT MIN(CASE WHEN l.owner IS NOT NULL AND l.owner != ? "
+    "AND l.expires_at > d.next_attempt_at THEN l.expires_at ELSE d.next_attempt_at END) "
+    "FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id "
+    "LEFT JOIN delivery_leases l ON l.subscription_id = d.subscription_id "
+    "WHERE d.status = 'pending' AND s.status = 'active'"
+)
 
 
 def _delivery(row: Sequence[Any]) -> Delivery:
@@ -70,14 +129,28 @@ def _delivery(row: Sequence[Any]) -> Delivery:
     )
 
 
+def new_owner() -> str:
+    """A name for this process's leases: unique per start, so a restarted instance does not
+    take for its own what its previous life left unfinished."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
 class Outbox:
-    """The ``deliveries`` table."""
+    """The ``deliveries`` table, and the leases that let one instance at a time send a
+    subscription's messages.
 
-    def __init__(self, db: Database) -> None:
+    ``due`` leases the subscriptions it hands out to ``owner`` (this process) for ``lease``
+    seconds; the deliverer renews them while it sends and releases them when done. An instance
+    that dies leaves leases that run out, and another instance takes the messages over, with
+    the same nonces (the deliveries' ids and the database's instance id).
+    """
+
+    def __init__(self, db: Database, *, owner: str | None = None) -> None:
         self._db = db
+        self.owner = owner or new_owner()
+        self._sql = _statements(db.sql)
 
-    @staticmethod
-    async def enqueue(tx: Tx, news: Sequence[tuple[str, str, int]], now: float) -> int:
+    async def enqueue(self, tx: Tx, news: Sequence[tuple[str, str, int]], now: float) -> int:
         """Create the deliveries of new events, inside the transaction that recorded them.
 
         ``news`` holds ``(training_id, key_ref, first new seq)``; every active subscription of
@@ -86,24 +159,29 @@ class Outbox:
         """
         if not news:
             return 0
-        return await tx.execute(
-            "INSERT INTO deliveries (subscription_id, training_id, key_ref, seq, status, "
-            "next_attempt_at, created_at) "
-            "SELECT s.id, e.training_id, e.key_ref, e.seq, 'pending', ?, ? "
-            f"FROM ({json_rows(3)}) AS j "
-            "JOIN subscriptions s ON s.training_id = j.c0 AND s.key_ref = j.c1 "
-            "JOIN events e ON e.training_id = s.training_id AND e.key_ref = s.key_ref "
-            "AND e.seq >= j.c2 "
-            "WHERE s.status = 'active' AND e.seq > s.baseline_seq "
-            "AND (s.kind = 'channel' OR e.kind != 'step') "
-            "ON CONFLICT DO NOTHING",
-            (now, now, rows_param(news)),
-        )
+        return await tx.execute(self._sql["enqueue"], (now, now, rows_param(news)))
 
-    async def due(self, now: float, *, limit: int) -> list[list[Delivery]]:
+    async def due(
+        self, now: float, *, limit: int, lease: float = DEFAULT_LEASE_SECONDS
+    ) -> list[list[Delivery]]:
         """Pending deliveries grouped by subscription in event order, for the subscriptions
-        whose first pending delivery is due (at most ``limit`` deliveries in all)."""
-        rows = await self._db.select_json(_NAMES, _DUE, (now, limit, PER_SUBSCRIPTION, limit))
+        whose first pending delivery is due (at most ``limit`` deliveries in all), each
+        subscription leased to this instance until ``now + lease``."""
+        async with self._db.transaction() as tx:
+            heads = await tx.fetch(_HEADS, (now, self.owner, now, limit))
+            if not heads:
+                return []
+            leased = await tx.fetch(
+                self._sql["lease"],
+                (self.owner, now + lease, rows_param([(int(h[0]),) for h in heads]), now),
+            )
+            if not leased:
+                return []
+            rows = await tx.select_json(
+                _NAMES,
+                self._sql["batch"],
+                (rows_param([(int(r[0]),) for r in leased]), PER_SUBSCRIPTION, limit),
+            )
         groups: list[list[Delivery]] = []
         for row in rows:
             delivery = _delivery(row)
@@ -111,14 +189,32 @@ class Outbox:
                 groups[-1].append(delivery)
             else:
                 groups.append([delivery])
-        return groups
+        # A head another instance put off (a retry) between the two reads waits for its time.
+        return [g for g in groups if g[0].next_attempt_at <= now]
+
+    async def renew(self, subscription_ids: Sequence[int], until: float) -> int:
+        """Extend this instance's leases on these subscriptions; returns how many it holds."""
+        if not subscription_ids:
+            return 0
+        async with self._db.transaction() as tx:
+            return await tx.execute(
+                self._sql["renew"],
+                (until, self.owner, rows_param([(i,) for i in subscription_ids])),
+            )
+
+    async def release(self, subscription_ids: Sequence[int]) -> None:
+        """Give back this instance's leases on these subscriptions (their sends are over)."""
+        if not subscription_ids:
+            return
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                self._sql["release"], (self.owner, rows_param([(i,) for i in subscription_ids]))
+            )
 
     async def next_due_at(self) -> float | None:
-        """When the earliest pending delivery of an active subscription is due."""
-        rows = await self._db.fetch(
-            "SELECT MIN(d.next_attempt_at) FROM deliveries d JOIN subscriptions s "
-            "ON s.id = d.subscription_id WHERE d.status = 'pending' AND s.status = 'active'"
-        )
+        """When the earliest pending delivery of an active subscription may go (after its
+        backoff, and after another instance's lease on it)."""
+        rows = await self._db.fetch(_NEXT_DUE, (self.owner,))
         value = rows[0][0]
         return None if value is None else float(value)
 

@@ -63,11 +63,11 @@ class _Target:
         where = f"{t}kind = 'dm' AND {t}training_id = ? AND {t}user_id = ?"
         return where, (self.training_id, self.user_id)
 
-    @property
-    def neighbours(self) -> tuple[str, tuple[Any, ...]]:
-        """The active subscriptions the limit counts: the guild's channels, or the user's DMs."""
+    def neighbours(self, is_: str) -> tuple[str, tuple[Any, ...]]:
+        """The active subscriptions the limit counts: the guild's channels, or the user's DMs
+        (``is_``: the dialect's null-safe equality)."""
         if self.kind is SubscriptionKind.CHANNEL:
-            return "kind = 'channel' AND guild_id IS ? AND status = 'active'", (self.guild_id,)
+            return f"kind = 'channel' AND guild_id {is_} ? AND status = 'active'", (self.guild_id,)
         return "kind = 'dm' AND user_id = ? AND status = 'active'", (self.user_id,)
 
 
@@ -105,7 +105,7 @@ class Subscriptions:
             active = bool(found) and found[0][1] == SubscriptionStatus.ACTIVE.value
             already = active and found[0][2] == key_ref
             if not already:
-                await _check_limit(tx, target, active_already=active, limit=limit)
+                await _check_limit(tx, target, self._db.sql.is_, active_already=active, limit=limit)
                 sub_id = await _activate(tx, target, sub_id, key_ref, now)
         sub = None if sub_id is None else await self.get(sub_id)
         if sub is None:  # pragma: no cover - found, or written just above
@@ -149,7 +149,7 @@ class Subscriptions:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = await self._db.fetch(
             "SELECT training_id FROM subscriptions "
-            "WHERE ((kind = 'channel' AND guild_id IS ?) OR user_id = ?) "
+            f"WHERE ((kind = 'channel' AND guild_id {self._db.sql.is_} ?) OR user_id = ?) "
             "AND training_id LIKE ? ESCAPE '\\' "
             "GROUP BY training_id ORDER BY MAX(created_at) DESC LIMIT ?",
             (guild_id, user_id, f"{escaped}%", limit),
@@ -179,8 +179,10 @@ class Subscriptions:
         return {(str(kind), str(status)): int(n) for kind, status, n in rows}
 
 
-async def _check_limit(tx: Tx, target: _Target, *, active_already: bool, limit: int) -> None:
-    where, args = target.neighbours
+async def _check_limit(
+    tx: Tx, target: _Target, is_: str, *, active_already: bool, limit: int
+) -> None:
+    where, args = target.neighbours(is_)
     rows = await tx.fetch(f"SELECT COUNT(*) FROM subscriptions WHERE {where}", args)
     if int(rows[0][0]) - int(active_already) >= limit:
         raise LimitReached(limit)

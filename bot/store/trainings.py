@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.events import TERMINAL_SEQ, EventKind
-from bot.store.db import Database, Tx, json_rows, rows_param
+from bot.store.db import Database, Dialect, Tx, rows_param
 from bot.store.event_rows import EVENT_COLUMNS, event_row
 from bot.store.models import Training, TrainingUpdate
 from bot.store.outbox import Outbox
@@ -50,28 +50,48 @@ _NEXT_POLL = (
     "CASE WHEN j.c2 IS NOT NULL AND trainings.next_poll_at < j.c2 "
     "THEN trainings.next_poll_at ELSE {} END"
 )
-# A poll the API answered: the row's new state; the error and "not found" counts start over.
-# Parameters: last_ok_at, then the rows of ``_Rows.answers``.
-_RECORD_ANSWER = (
-    "UPDATE trainings SET state = j.c3, last_seq = j.c4, eta_minutes = j.c5, "
-    "total_steps = COALESCE(j.c6, trainings.total_steps), terminal = j.c7, "
-    "failure_reason = j.c8, finished_at = j.c9, "
-    f"next_poll_at = {_NEXT_POLL.format('j.c10')}, api = j.c11, "
-    "consecutive_errors = 0, last_error = NULL, not_found_count = 0, "
-    "first_not_found_at = NULL, failing_since = NULL, last_ok_at = ? "
-    f"FROM ({json_rows(12)}) AS j "
-    "WHERE trainings.training_id = j.c0 AND trainings.key_ref = j.c1"
-)
-# A poll that failed: when to try again and why; the last good state stays.
-# Parameters: the rows of ``_Rows.errors``.
-_RECORD_ERROR = (
-    "UPDATE trainings SET consecutive_errors = j.c3, last_error = j.c4, "
-    "not_found_count = j.c5, first_not_found_at = j.c6, failing_since = j.c7, "
-    "terminal = j.c8, failure_reason = j.c9, finished_at = j.c10, "
-    f"next_poll_at = {_NEXT_POLL.format('j.c11')} "
-    f"FROM ({json_rows(12)}) AS j "
-    "WHERE trainings.training_id = j.c0 AND trainings.key_ref = j.c1"
-)
+
+
+def _record_answer(sql: Dialect) -> str:
+    """A poll the API answered: the row's new state; the error and "not found" counts start
+    over. Parameters: last_ok_at, then the rows of ``_Rows.answers``."""
+    rows = sql.json_rows(
+        "text", "text", "real", "text", "int", "int", "int", "text", "text", "real", "real",
+        "text",
+    )  # fmt: skip
+    return (
+        "UPDATE trainings SET state = j.c3, last_seq = j.c4, eta_minutes = j.c5, "
+        "total_steps = COALESCE(j.c6, trainings.total_steps), terminal = j.c7, "
+        "failure_reason = j.c8, finished_at = j.c9, "
+        f"next_poll_at = {_NEXT_POLL.format('j.c10')}, api = j.c11, "
+        "consecutive_errors = 0, last_error = NULL, not_found_count = 0, "
+        "first_not_found_at = NULL, failing_since = NULL, "
+        "last_ok_at = CAST(? AS DOUBLE PRECISION) "
+        f"FROM ({rows}) AS j "
+        "WHERE trainings.training_id = j.c0 AND trainings.key_ref = j.c1"
+    )
+
+
+def _record_error(sql: Dialect) -> str:
+    """A poll that failed: when to try again and why; the last good state stays.
+    Parameters: the rows of ``_Rows.errors``."""
+    rows = sql.json_rows(
+        "text", "text", "real", "int", "text", "int", "real", "real", "text", "text", "real",
+        "real",
+    )  # fmt: skip
+    return (
+        "UPDATE trainings SET consecutive_errors = j.c3, last_error = j.c4, "
+        "not_found_count = j.c5, first_not_found_at = j.c6, failing_since = j.c7, "
+        "terminal = j.c8, failure_reason = j.c9, finished_at = j.c10, "
+        f"next_poll_at = {_NEXT_POLL.format('j.c11')} "
+        f"FROM ({rows}) AS j "
+        "WHERE trainings.training_id = j.c0 AND trainings.key_ref = j.c1"
+    )
+
+
+# Events as json_rows columns: training_id, key_ref, then EVENT_COLUMNS.
+_EVENT_TYPES = ("text", "text", "int", "text", "int", "text", "int", "int", "text", "text",
+                "int", "int")  # fmt: skip
 
 
 class Trainings:
@@ -80,6 +100,43 @@ class Trainings:
     def __init__(self, db: Database, outbox: Outbox) -> None:
         self._db = db
         self._outbox = outbox
+        sql = db.sql
+        # Several instances claim side by side: rows another claim holds are skipped, not
+        # waited for, and the next poll time written in the same transaction is the lease.
+        self._claim = (
+            f"SELECT {COLUMNS}, {FOLLOWED} AS followed FROM trainings t "
+            "WHERE t.terminal IS NULL AND t.next_poll_at <= ? "
+            f"ORDER BY t.next_poll_at, t.training_id LIMIT ?{sql.skip_locked}"
+        )
+        self._plan = (
+            "UPDATE trainings SET next_poll_at = j.c2 "
+            f"FROM ({sql.json_rows('text', 'text', 'real')}) AS j "
+            "WHERE trainings.training_id = j.c0 AND trainings.key_ref = j.c1"
+        )
+        self._insert_missing = (
+            "INSERT INTO trainings (training_id, key_ref, api, next_poll_at, created_at) "
+            "SELECT c0, c1, c2, c3, CAST(? AS DOUBLE PRECISION) "
+            f"FROM ({sql.json_rows('text', 'text', 'text', 'real')}) AS j"
+        )
+        self._unrecord = [
+            f"DELETE FROM {table} WHERE seq = ? AND (training_id, key_ref) IN "
+            f"(SELECT c0, c1 FROM ({sql.json_rows('text', 'text')}) AS j)"
+            for table in ("deliveries", "events")
+        ]
+        self._insert_events = (
+            f"INSERT INTO events (training_id, key_ref, {EVENT_COLUMNS}, observed_at) "
+            f"SELECT j.*, CAST(? AS DOUBLE PRECISION) FROM ({sql.json_rows(*_EVENT_TYPES)}) AS j "
+            "WHERE true ON CONFLICT DO NOTHING"
+        )
+        self._record_answer = _record_answer(sql)
+        self._record_error = _record_error(sql)
+        # Two instances recording one training (a lease that ran out mid-poll) take turns: the
+        # second reads what the first wrote. Locked in one order, so two batches never deadlock.
+        self._last_recorded = (
+            "SELECT training_id, key_ref, last_seq, terminal FROM trainings "
+            f"WHERE training_id IN (SELECT c0 FROM ({sql.json_rows('text')}) AS j) "
+            f"ORDER BY training_id, key_ref{sql.lock_rows}"
+        )
 
     async def get(self, training_id: str, key_ref: str) -> Training | None:
         """One training, or None."""
@@ -96,23 +153,12 @@ class Trainings:
         its next poll time written (``plan(row)``) in the same transaction: until then no other
         claim takes it. Returns each row as it was before the claim, with that time."""
         async with self._db.transaction() as tx:
-            rows = await tx.select_json(
-                f"{COLUMNS}, followed",
-                f"SELECT {COLUMNS}, {FOLLOWED} AS followed FROM trainings t "
-                "WHERE t.terminal IS NULL AND t.next_poll_at <= ? "
-                "ORDER BY t.next_poll_at, t.training_id LIMIT ?",
-                (now, limit),
-            )
+            rows = await tx.select_json(f"{COLUMNS}, followed", self._claim, (now, limit))
             claimed = [(t, plan(t)) for t in (training(r[:-1]) for r in rows if r[-1])]
             planned = [(t.training_id, t.key_ref, at) for t, at in claimed]
             planned += [(r[0], r[1], now + UNFOLLOWED_PARK_SECONDS) for r in rows if not r[-1]]
             if planned:
-                await tx.execute(
-                    "UPDATE trainings SET next_poll_at = j.c2 FROM "
-                    f"({json_rows(3)}) AS j WHERE trainings.training_id = j.c0 "
-                    "AND trainings.key_ref = j.c1",
-                    (rows_param(planned),),
-                )
+                await tx.execute(self._plan, (rows_param(planned),))
         return claimed
 
     async def next_due_at(self) -> float | None:
@@ -161,12 +207,11 @@ class Trainings:
 
     async def _record_run(self, tx: Tx, updates: Sequence[TrainingUpdate], now: float) -> int:
         """Record updates of distinct trainings (their statements do not interact)."""
-        known = await _last_recorded(tx, updates)
+        known = await self._known(tx, updates)
         missing = [u for u in updates if (u.training_id, u.key_ref) not in known]
         if missing:
             await tx.execute(
-                "INSERT INTO trainings (training_id, key_ref, api, next_poll_at, created_at) "
-                f"SELECT c0, c1, c2, c3, ? FROM ({json_rows(4)})",
+                self._insert_missing,
                 (
                     now,
                     rows_param(
@@ -177,37 +222,27 @@ class Trainings:
         rows = _Rows.of(updates, known, now)
         if rows.revived:
             # The terminal slot must be free for the real outcome (and its deliveries).
-            for table in ("deliveries", "events"):
-                await tx.execute(
-                    f"DELETE FROM {table} WHERE seq = ? AND (training_id, key_ref) IN "
-                    f"(SELECT c0, c1 FROM ({json_rows(2)}))",
-                    (TERMINAL_SEQ, rows_param(rows.revived)),
-                )
+            for statement in self._unrecord:
+                await tx.execute(statement, (TERMINAL_SEQ, rows_param(rows.revived)))
         if rows.events:
-            await tx.execute(
-                f"INSERT INTO events (training_id, key_ref, {EVENT_COLUMNS}, observed_at) "
-                f"SELECT *, ? FROM ({json_rows(12)}) WHERE true "
-                "ON CONFLICT DO NOTHING",
-                (now, rows_param(rows.events)),
-            )
+            await tx.execute(self._insert_events, (now, rows_param(rows.events)))
         if rows.answers:
-            await tx.execute(_RECORD_ANSWER, (now, rows_param(rows.answers)))
+            await tx.execute(self._record_answer, (now, rows_param(rows.answers)))
         if rows.errors:
-            await tx.execute(_RECORD_ERROR, (rows_param(rows.errors),))
+            await tx.execute(self._record_error, (rows_param(rows.errors),))
         return await self._outbox.enqueue(tx, rows.news, now)
 
-
-async def _last_recorded(
-    tx: Tx, updates: Sequence[TrainingUpdate]
-) -> dict[tuple[str, str], tuple[int, str | None]]:
-    """``(training_id, key_ref) -> (last_seq, terminal)`` of the rows these updates touch."""
-    rows = await tx.select_json(
-        "training_id, key_ref, last_seq, terminal",
-        "SELECT training_id, key_ref, last_seq, terminal FROM trainings "
-        "WHERE training_id IN (SELECT value FROM json_each(?))",
-        (rows_param(sorted({u.training_id for u in updates})),),
-    )
-    return {(r[0], r[1]): (int(r[2]), r[3]) for r in rows}
+    async def _known(
+        self, tx: Tx, updates: Sequence[TrainingUpdate]
+    ) -> dict[tuple[str, str], tuple[int, str | None]]:
+        """``(training_id, key_ref) -> (last_seq, terminal)`` of the rows these updates touch
+        (locked until the transaction ends where several instances share the database)."""
+        rows = await tx.select_json(
+            "training_id, key_ref, last_seq, terminal",
+            self._last_recorded,
+            (rows_param([(t,) for t in sorted({u.training_id for u in updates})]),),
+        )
+        return {(r[0], r[1]): (int(r[2]), r[3]) for r in rows}
 
 
 @dataclass

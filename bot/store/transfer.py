@@ -2,7 +2,8 @@
 prepared rows in bulk (the benchmarks' seeds).
 
 Rows are plain tuples in the column order of ``TABLES``; tables are loaded parents first, so
-foreign keys hold at every step.
+foreign keys hold at every step. ``copy`` moves a whole database in one transaction of the
+target: all of it arrives, or nothing.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from bot.store.db import Database, json_rows, rows_param
+from bot.store.db import Database, Dialect, Tx, rows_param
 
 # Every table with its columns, in the order a copy must load them.
 TABLES: dict[str, tuple[str, ...]] = {
@@ -80,7 +81,39 @@ TABLES: dict[str, tuple[str, ...]] = {
     ),
     "user_keys": ("user_id", "ciphertext", "created_at", "updated_at"),
 }
+# Each column's type for json_rows ("blob": bytes, loaded row by row), in TABLES' order.
+TYPES: dict[str, tuple[str, ...]] = {
+    "meta": ("text", "text"),
+    "trainings": (
+        "text", "text", "text", "text", "int", "int", "int", "text", "text", "real", "int",
+        "text", "int", "real", "real", "real", "real", "real",
+    ),
+    "events": (
+        "text", "text", "int", "text", "int", "text", "int", "int", "text", "text", "int",
+        "int", "real",
+    ),
+    "subscriptions": (
+        "int", "text", "int", "int", "int", "text", "text", "text", "text", "int", "real",
+        "real",
+    ),
+    "deliveries": (
+        "int", "int", "text", "text", "int", "text", "int", "real", "text", "int", "real",
+        "real",
+    ),
+    "user_keys": ("int", "blob", "real", "real"),
+}  # fmt: skip
+# Tables whose id a new row takes from a counter: after rows arrive with their ids, the counter
+# must go on from the largest.
+_IDENTITIES = {"subscriptions": "id", "deliveries": "id"}
 _CHUNK = 5000
+
+
+class TargetNotEmpty(Exception):
+    """The target database already holds tunewatch data; ``copy`` never overwrites it."""
+
+    def __init__(self, table: str) -> None:
+        super().__init__(f"the target already has rows in {table}")
+        self.table = table
 
 
 async def dump(db: Database, table: str) -> AsyncIterator[list[tuple[Any, ...]]]:
@@ -103,27 +136,60 @@ async def load(db: Database, table: str, rows: Sequence[Sequence[Any]]) -> None:
     """Insert rows (in ``TABLES`` column order) into one table, in one transaction."""
     if not rows:
         return
-    columns = TABLES[table]
-    # Binary values (the encrypted keys) do not travel through JSON: one statement per row.
-    if any(isinstance(v, bytes) for row in rows for v in row):
-        async with db.transaction() as tx:
-            marks = ", ".join("?" * len(columns))
-            await tx.executemany(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows
-            )
-        return
     async with db.transaction() as tx:
-        for start in range(0, len(rows), _CHUNK):
-            await tx.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) "
-                f"SELECT * FROM ({json_rows(len(columns))})",
-                (rows_param(rows[start : start + _CHUNK]),),
-            )
+        await _load(tx, db.sql, table, rows)
+        await _follow_identity(tx, db.sql, table)
+
+
+async def _load(tx: Tx, sql: Dialect, table: str, rows: Sequence[Sequence[Any]]) -> None:
+    columns = ", ".join(TABLES[table])
+    types = TYPES[table]
+    conflict = " ON CONFLICT (key) DO UPDATE SET value = excluded.value" if table == "meta" else ""
+    # Binary values (the encrypted keys) do not travel through JSON: one statement per row.
+    if "blob" in types:
+        marks = ", ".join("?" * len(types))
+        await tx.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks}){conflict}", rows)
+        return
+    for start in range(0, len(rows), _CHUNK):
+        await tx.execute(
+            f"INSERT INTO {table} ({columns}) SELECT * FROM ({sql.json_rows(*types)}) AS j "
+            f"WHERE true{conflict}",
+            (rows_param(rows[start : start + _CHUNK]),),
+        )
+
+
+async def _follow_identity(tx: Tx, sql: Dialect, table: str) -> None:
+    column = _IDENTITIES.get(table)
+    statement = None if column is None else sql.identity_follows(table, column)
+    if statement is not None:
+        await tx.execute(statement)
 
 
 async def is_empty(db: Database) -> bool:
     """True when no table holds a row (meta aside: a new database writes its own there)."""
+    return await _first_table_with_rows(db) is None
+
+
+async def _first_table_with_rows(db: Database) -> str | None:
     for table in TABLES:
         if table != "meta" and await db.fetch(f"SELECT 1 FROM {table} LIMIT 1"):
-            return False
-    return True
+            return table
+    return None
+
+
+async def copy(source: Database, target: Database) -> dict[str, int]:
+    """Copy every table of ``source`` into ``target`` in ONE transaction of the target, and
+    return the rows copied per table. Raises TargetNotEmpty when the target holds data (meta
+    values aside: the source's replace the target's, so message nonces go on unchanged)."""
+    table = await _first_table_with_rows(target)
+    if table is not None:
+        raise TargetNotEmpty(table)
+    counts: dict[str, int] = {}
+    async with target.transaction() as tx:
+        for table in TABLES:
+            counts[table] = 0
+            async for rows in dump(source, table):
+                await _load(tx, target.sql, table, rows)
+                counts[table] += len(rows)
+            await _follow_identity(tx, target.sql, table)
+    return counts
