@@ -1,5 +1,6 @@
 """``tunewatch`` (or ``python -m bot``): run the bot; ``status <id>``: one status in the terminal;
-``health``: ask the running bot's /healthz; ``simulate``; ``rotate-secret``.
+``health``: ask the running bot's /healthz; ``simulate``; ``rotate-secret``; ``migrate-db``
+(SQLite to PostgreSQL).
 
 Exit codes, for every command: 0 done (the bot stopped when told; the training is running or
 ready; healthy), 1 failed (the training failed; the bot could not start; unhealthy), 2 usage or
@@ -133,7 +134,7 @@ async def serve(settings: Settings) -> int:
     return into ``asyncio.run`` instead would cancel a close still in progress, leaving the
     database open and its worker thread keeping the process alive.
     """
-    from bot.app import TunewatchBot
+    from bot.app import make_bot
 
     loop = asyncio.get_running_loop()
     stop = StopRequest()
@@ -144,7 +145,7 @@ async def serve(settings: Settings) -> int:
     await preflight(settings)
     if stop.requested.is_set():
         return EXIT_OK
-    bot = TunewatchBot(settings)
+    bot = make_bot(settings)
     token = settings.DISCORD_TOKEN
     assert token is not None  # noqa: S101 - load_settings(require_token=True)
     running = asyncio.create_task(bot.start(token.get_secret_value()), name="tunewatch")
@@ -249,6 +250,67 @@ def run_health(settings: Settings) -> int:
     return EXIT_OK
 
 
+def run_migrate(settings: Settings, to: str, source: str | None) -> int:
+    """Copy the SQLite database to an empty PostgreSQL database, in one transaction."""
+    from pathlib import Path
+
+    from bot.preflight import explain_database
+    from bot.store import Database, is_postgres_url, masked_url, transfer
+
+    if not is_postgres_url(to):
+        fail("migrate-db: --to must be a PostgreSQL URL: postgresql://user:password@host/db")
+        return EXIT_USAGE
+    path = Path(source) if source else settings.DATABASE_PATH
+    shown = masked_url(to)
+    if not path.is_file():
+        fail(f"migrate-db: no SQLite database at {path.absolute()}: set DATABASE_PATH or --from.")
+        return EXIT_USAGE
+
+    async def opened(target: str | Path) -> Database:
+        try:
+            return await Database.open(target)
+        except Exception as exc:
+            error = explain_database(exc, target, name="--to")
+            if error is None:
+                raise
+            raise error from None
+
+    async def main() -> int:
+        new = await opened(to)
+        try:
+            old = await opened(path)
+            try:
+                counts = await transfer.copy(old, new)
+            except transfer.TargetNotEmpty as exc:
+                fail(
+                    f"migrate-db: {shown} already holds tunewatch data (rows in {exc.table}); "
+                    "it copies into an empty database only. Nothing was changed."
+                )
+                return EXIT_FAILED
+            except Exception as exc:
+                fail(
+                    f"migrate-db: the copy failed and was rolled back, nothing was written to "
+                    f"{shown} ({type(exc).__name__}: {exc})."
+                )
+                return EXIT_FAILED
+            finally:
+                await old.close()
+        finally:
+            await new.close()
+        copied = ", ".join(f"{n} {table}" for table, n in counts.items() if table != "meta")
+        print(
+            f"migrate-db: copied {path.absolute()} to {shown} ({copied}). Set DATABASE_URL to "
+            "that URL and start tunewatch; keep the SQLite file as a backup."
+        )
+        return EXIT_OK
+
+    try:
+        return asyncio.run(main())
+    except StartupError as exc:
+        fail(f"migrate-db: {exc}")
+        return exc.exit_code
+
+
 def run_simulator(host: str, port: int, advance_every: float) -> int:
     """Serve the API simulator until interrupted."""
     from bot.sdapi.simulator import run_demo
@@ -286,6 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8765)
     sim.add_argument("--advance-every", type=float, default=5.0, help="seconds per step")
+    migrate = sub.add_parser(
+        "migrate-db",
+        help="copy the SQLite database (DATABASE_PATH) to an empty PostgreSQL database",
+        description="Copy every table of the SQLite database (subscriptions, trainings, "
+        "outbox, encrypted user keys) to an empty PostgreSQL database in one transaction: all "
+        "of it or nothing. Stop the bot first. A database that already holds tunewatch data "
+        "is refused.",
+    )
+    migrate.add_argument("--to", required=True, metavar="postgresql://USER:PASSWORD@HOST/DB")
+    migrate.add_argument(
+        "--from", dest="source", metavar="FILE", help="the SQLite file (default: DATABASE_PATH)"
+    )
     rotate = sub.add_parser(
         "rotate-secret", help="re-encrypt stored API keys from TUNEWATCH_SECRET to a new secret"
     )
@@ -323,6 +397,8 @@ def dispatch(command: str, args: argparse.Namespace) -> int:
         return run_status(settings, args.training_id)
     if command == "health":
         return run_health(settings)
+    if command == "migrate-db":
+        return run_migrate(settings, args.to, args.source)
     if command == "rotate-secret":
         from bot.secrets import rotate_secret_cli
 

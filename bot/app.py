@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from typing import Any
+from typing import Any, TypedDict
 
 import aiohttp
 import discord
@@ -16,7 +16,7 @@ from discord.ext import commands
 
 from bot.config import Settings
 from bot.keys import KeyRing
-from bot.notifier import DiscordNotifier
+from bot.notifier import GLOBAL_SENDS_PER_SECOND, DiscordNotifier
 from bot.render import error_embed
 from bot.sdapi.client import SdApiClient
 from bot.store import Store
@@ -37,6 +37,44 @@ def point_discord_at(settings: Settings) -> None:
     """Send discord.py's REST and gateway traffic where the settings say (proxies, tests)."""
     discord.http.Route.BASE = settings.DISCORD_API_BASE
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.DISCORD_GATEWAY_URL)
+
+
+def shard_options(settings: Settings) -> dict[str, Any]:
+    """discord.py's sharding options for SHARD_COUNT and SHARD_IDS (none: one connection)."""
+    if settings.SHARD_COUNT is None:
+        return {}
+    ids = settings.shard_ids
+    if ids is not None and len(ids) == 1:
+        return {"shard_id": ids[0], "shard_count": settings.SHARD_COUNT}
+    return {"shard_ids": ids, "shard_count": settings.SHARD_COUNT}
+
+
+class DeliveryTiming(TypedDict, total=False):
+    """The Deliverer's lease and idle settings."""
+
+    lease_seconds: float
+    idle_seconds: float
+
+
+def delivery_timing(settings: Settings, *, shared: bool) -> DeliveryTiming:
+    """How long a delivery lease lasts and how long the deliverer sleeps with nothing due.
+
+    On a shared database another instance may write deliveries, or die holding leases: both
+    are bounded by the poll interval (at least a couple of seconds, at most the defaults), so a
+    dead instance's messages go out within about two intervals.
+    """
+    if not shared:
+        return {}
+    interval = settings.POLL_INTERVAL_SECONDS
+    return {"lease_seconds": min(60.0, max(2.0, interval)), "idle_seconds": min(30.0, interval)}
+
+
+def make_bot(settings: Settings, **options: Any) -> TunewatchBot:
+    """The bot these settings ask for: one gateway connection, or several shards."""
+    ids = settings.shard_ids
+    if settings.SHARD_COUNT is not None and (ids is None or len(ids) > 1):
+        return ShardedTunewatchBot(settings, **options)
+    return TunewatchBot(settings, **options)
 
 
 class TunewatchTree(app_commands.CommandTree["TunewatchBot"]):
@@ -88,6 +126,7 @@ class TunewatchBot(commands.Bot):
             tree_cls=TunewatchTree,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
+            **shard_options(settings),
             **options,
         )
         self.settings = settings
@@ -102,7 +141,7 @@ class TunewatchBot(commands.Bot):
         self.session = aiohttp.ClientSession(
             headers={"User-Agent": "tunewatch (+https://github.com/tunewatch)"}
         )
-        self.store = await Store.open(settings.DATABASE_PATH)
+        self.store = await Store.open(settings.database)
         self.sdapi = SdApiClient(
             self.session,
             settings.SD_API_BASE_URL,
@@ -126,9 +165,12 @@ class TunewatchBot(commands.Bot):
         )
         self.deliverer = Deliverer(
             self.store,
-            DiscordNotifier(self),
+            # Discord's global limit is the bot's, whichever process sends: each instance paces
+            # its sends to its own share of it (its shards' part), so together they stay below.
+            DiscordNotifier(self, rate=GLOBAL_SENDS_PER_SECOND * settings.gateway_share),
             instance_id=await self.store.db.instance_id(),
             max_backoff=settings.MAX_BACKOFF_SECONDS,
+            **delivery_timing(settings, shared=self.store.shared),
         )
         for extension in EXTENSIONS:
             await self.load_extension(extension)
@@ -226,3 +268,17 @@ class TunewatchBot(commands.Bot):
 
             self._closing = asyncio.get_running_loop().create_task(close_all(), name="bot-close")
         await asyncio.shield(self._closing)
+
+
+class ShardedTunewatchBot(TunewatchBot, commands.AutoShardedBot):
+    """The bot holding several shards of the gateway in one process (SHARD_IDS with more than
+    one shard, or SHARD_COUNT alone: all of them)."""
+
+    def gateway_connected(self) -> bool:
+        """True while every shard's session is up."""
+        return (
+            self.is_ready()
+            and not self.is_closed()
+            and bool(self.shards)
+            and all(not shard.is_closed() for shard in self.shards.values())
+        )

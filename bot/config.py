@@ -6,6 +6,7 @@ import base64
 import logging
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +17,10 @@ DEFAULT_API_BASE_URL = "https://stablediffusionapi.com/api/v3"
 POLITE_POLL_INTERVAL = 30.0
 MINUTE = 60.0
 DAY = 86_400.0
+MAX_SHARDS = 4096
+
+
+_URL_FORM = "postgresql://user:password@host:5432/database"
 
 
 class ConfigError(Exception):
@@ -40,12 +45,18 @@ class Settings(BaseSettings):
     SD_API_KEY: SecretStr | None = None
     SD_API_BASE_URL: str = DEFAULT_API_BASE_URL
     DATABASE_PATH: Path = Path("tunewatch.db")
+    # postgresql://user:password@host:port/database: PostgreSQL instead of the SQLite file, so
+    # several instances can share the work. A secret: it usually holds a password.
+    DATABASE_URL: SecretStr | None = None
     POLL_INTERVAL_SECONDS: Annotated[float, Field(ge=1, le=DAY)] = 60.0
     DISCORD_API_BASE: str = "https://discord.com/api/v10"
     DISCORD_GATEWAY_URL: str = "wss://gateway.discord.gg/"
     # A snowflake: a positive 64-bit integer.
     DISCORD_GUILD_ID: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
     LOG_LEVEL: str = "INFO"
+    # Gateway sharding across instances: this instance holds SHARD_IDS of SHARD_COUNT shards.
+    SHARD_COUNT: Annotated[int, Field(ge=1, le=MAX_SHARDS)] | None = None
+    SHARD_IDS: str | None = None
 
     # Subscriptions (abuse limits, API politeness).
     MAX_SUBSCRIPTIONS_PER_GUILD: Annotated[int, Field(ge=1, le=10_000)] = 50
@@ -105,6 +116,74 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        url = value.get_secret_value().strip()
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                "must be a PostgreSQL URL, postgresql://user:password@host:5432/database "
+                "(leave it empty for the SQLite file at DATABASE_PATH)"
+            )
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - parsing the port is the check
+        except ValueError as exc:
+            raise ValueError(f"is malformed ({exc}); the form is {_URL_FORM}") from None
+        if not parts.hostname and "host=" not in parts.query:
+            raise ValueError(f"names no host; the form is {_URL_FORM}")
+        return SecretStr(url)
+
+    @field_validator("SHARD_IDS")
+    @classmethod
+    def _shard_ids(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ids = [int(part) for part in value.replace(" ", "").split(",") if part]
+        except ValueError:
+            raise ValueError("must be shard numbers separated by commas, e.g. 0,1") from None
+        if not ids or len(set(ids)) != len(ids) or min(ids) < 0:
+            raise ValueError("must be distinct shard numbers from 0, separated by commas")
+        return ",".join(map(str, sorted(ids)))
+
+    @model_validator(mode="after")
+    def _shards_fit(self) -> Settings:
+        ids = self.shard_ids
+        if ids and self.SHARD_COUNT is None:
+            raise ValueError("SHARD_IDS needs SHARD_COUNT (the number of shards in all)")
+        if ids and self.SHARD_COUNT is not None and max(ids) >= self.SHARD_COUNT:
+            raise ValueError(
+                f"SHARD_IDS {self.SHARD_IDS} must be below SHARD_COUNT={self.SHARD_COUNT} "
+                f"(shards are numbered 0 to {self.SHARD_COUNT - 1})"
+            )
+        return self
+
+    @property
+    def shard_ids(self) -> list[int] | None:
+        """The shards this instance holds (None: all of SHARD_COUNT, or no sharding)."""
+        if self.SHARD_IDS is None:
+            return None
+        return [int(part) for part in self.SHARD_IDS.split(",")]
+
+    @property
+    def database(self) -> str | Path:
+        """Where the database is: the PostgreSQL URL when set, else the SQLite file."""
+        if self.DATABASE_URL is not None:
+            return self.DATABASE_URL.get_secret_value()
+        return self.DATABASE_PATH
+
+    @property
+    def gateway_share(self) -> float:
+        """The part of the bot's gateway (and of Discord's global request budget) this
+        instance holds: its shards out of all of them."""
+        ids = self.shard_ids
+        if ids is None or self.SHARD_COUNT is None:
+            return 1.0
+        return len(ids) / self.SHARD_COUNT
+
     @field_validator("SD_API_BASE_URL", "DISCORD_API_BASE", "PUBLIC_URL")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -137,7 +216,7 @@ def load_settings(*, require_token: bool = False, env_file: str | None = ".env")
         lines = []
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"])
-            lines.append(f"  {name}: {error['msg']}")
+            lines.append(f"  {name}: {error['msg']}" if name else f"  {error['msg']}")
         raise ConfigError(
             "Some settings are malformed (environment or .env, see .env.example):\n"
             + "\n".join(lines)

@@ -12,7 +12,15 @@ import sqlite3
 from pathlib import Path
 
 from bot.config import Settings
-from bot.store import DatabaseError, SchemaTooNew, Store
+from bot.store import (
+    DatabaseError,
+    DatabaseRefused,
+    DatabaseUnreachable,
+    MalformedDatabaseUrl,
+    SchemaTooNew,
+    Store,
+    masked_url,
+)
 
 # Exit codes of every tunewatch command (the README lists them). This module imports discord.py
 # and aiohttp only where it explains a failure: the one-shot commands import it for these.
@@ -32,12 +40,13 @@ class StartupError(Exception):
 
 async def preflight(settings: Settings) -> None:
     """Check what can be checked without Discord: the database, then the HTTP port."""
-    path = settings.DATABASE_PATH
-    check_database_location(path)
+    target = settings.database
+    if isinstance(target, Path):
+        check_database_location(target)
     try:
-        store = await Store.open(path)
+        store = await Store.open(target)
     except Exception as exc:
-        error = explain_database(exc, path)
+        error = explain_database(exc, target)
         if error is None:
             raise
         raise error from None
@@ -85,8 +94,15 @@ def check_database_location(path: Path) -> None:
         )
 
 
-def explain_database(exc: BaseException, path: Path) -> StartupError | None:
-    """The line for a database that cannot be opened or migrated; None if ``exc`` is not that."""
+def explain_database(
+    exc: BaseException, path: Path | str, *, name: str = "DATABASE_URL"
+) -> StartupError | None:
+    """The line for a database that cannot be opened or migrated; None if ``exc`` is not that.
+
+    ``name`` is what the operator set the PostgreSQL URL as (a setting, a CLI option).
+    """
+    if isinstance(path, str):
+        return explain_postgres(exc, f"{name} {masked_url(path)}")
     shown = path.absolute()
     if isinstance(exc, SchemaTooNew):
         return StartupError(
@@ -107,6 +123,37 @@ def explain_database(exc: BaseException, path: Path) -> StartupError | None:
             f"directory are writable by {_user()}, that the disk is not full, and that no other "
             "program holds the database."
         )
+    return None
+
+
+def explain_postgres(exc: BaseException, shown: str) -> StartupError | None:
+    """The line for a PostgreSQL database (``shown``: the setting and its URL, password masked)
+    that cannot be used; None if ``exc`` is not about it."""
+    if isinstance(exc, MalformedDatabaseUrl):
+        return StartupError(
+            f"{shown} is malformed ({exc.reason}): the form is "
+            "postgresql://user:password@host:5432/database.",
+            EXIT_USAGE,
+        )
+    if isinstance(exc, DatabaseRefused):
+        return StartupError(
+            f"{shown}: {exc.reason}. Check the user and password in the URL, that the database exists (createdb), and that the user owns it.",
+            EXIT_USAGE,
+        )
+    if isinstance(exc, DatabaseUnreachable):
+        return StartupError(
+            f"{shown}: {exc.reason}. Is PostgreSQL running there, and are the host and port "
+            "right?",
+            EXIT_UNREACHABLE,
+        )
+    if isinstance(exc, SchemaTooNew):
+        return StartupError(
+            f"{shown} was written by a newer tunewatch (database schema "
+            f"{exc.found}; this version knows up to {exc.known}): run that version or a newer "
+            "one on every instance."
+        )
+    if isinstance(exc, DatabaseError):
+        return StartupError(f"{shown} cannot be used ({exc.reason}).")
     return None
 
 
@@ -187,7 +234,7 @@ def explain(exc: BaseException, settings: Settings) -> StartupError | None:
             "Portal (Bot -> Reset Token).",
             EXIT_USAGE,
         )
-    database = explain_database(exc, settings.DATABASE_PATH)
+    database = explain_database(exc, settings.database)
     if database is not None:
         return database
     if isinstance(exc, aiohttp.ClientError | TimeoutError):

@@ -132,12 +132,12 @@ def rotate_secret_cli(settings: Settings, new_secret_env: str) -> int:
     except SecretError as exc:
         _say(f"rotate-secret: {exc}", error=True)
         return 2
-    path = settings.DATABASE_PATH
-    if not path.exists():
-        _say(f"rotate-secret: no database at {path}; there are no stored keys to re-encrypt.")
+    target = settings.database
+    if isinstance(target, Path) and not target.exists():
+        _say(f"rotate-secret: no database at {target}; there are no stored keys to re-encrypt.")
         return 0
     try:
-        count = asyncio.run(_rotate_file(path, old, new))
+        count = asyncio.run(_rotate_file(target, old, new))
     except RotationFailed as exc:
         ids = ", ".join(str(u) for u in exc.user_ids[:20])
         more = f" and {len(exc.user_ids) - 20} more" if len(exc.user_ids) > 20 else ""
@@ -156,8 +156,8 @@ def rotate_secret_cli(settings: Settings, new_secret_env: str) -> int:
     return 0
 
 
-async def _rotate_file(path: Path, old: KeyCipher, new: KeyCipher) -> int:
-    store = await Store.open(path)
+async def _rotate_file(target: Path | str, old: KeyCipher, new: KeyCipher) -> int:
+    store = await Store.open(target)
     try:
         return await rotate_secret(store, old, new, time.time())
     finally:

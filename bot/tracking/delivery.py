@@ -70,6 +70,8 @@ class Deliverer:
         base_backoff: float = 2.0,
         max_backoff: float = 900.0,
         max_attempts: int = 40,
+        lease_seconds: float = 60.0,
+        idle_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._outbox = store.outbox
@@ -81,6 +83,14 @@ class Deliverer:
         self._base_backoff = base_backoff
         self._max_backoff = max_backoff
         self._max_attempts = max_attempts
+        # The subscriptions of a batch are leased to this instance (so no other instance sends
+        # them meanwhile) for lease_seconds, renewed while the batch is sent. Without renewal
+        # (the database is gone, the process stalls) sending stops when the lease ends, as
+        # another instance may take over then.
+        self._lease = lease_seconds
+        self._leased_until = 0.0
+        # Longest sleep with nothing due: another instance may write deliveries (and die).
+        self._idle = idle_seconds
         self._clock = clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -112,7 +122,8 @@ class Deliverer:
                 if await self.drain_once():
                     continue
                 next_at = await self._outbox.next_due_at()
-                delay = 30.0 if next_at is None else min(30.0, max(0.0, next_at - self._clock()))
+                idle = self._idle
+                delay = idle if next_at is None else min(idle, max(0.0, next_at - self._clock()))
                 await wait_event(self._wake, delay)
             except asyncio.CancelledError:
                 raise
@@ -122,22 +133,52 @@ class Deliverer:
 
     async def drain_once(self) -> int:
         """Send every delivery due now; returns how many were attempted."""
-        groups = await self._outbox.due(self._clock(), limit=self._batch_size)
+        now = self._clock()
+        groups = await self._outbox.due(now, limit=self._batch_size, lease=self._lease)
         if not groups:
             return 0
+        self._leased_until = now + self._lease
         semaphore = asyncio.Semaphore(self._concurrency)
 
         async def run(group: list[Delivery]) -> int:
             async with semaphore:
                 return await self._send_in_order(group)
 
-        attempted = sum(await asyncio.gather(*(run(g) for g in groups)))
-        await self._flush_now()
+        leased = [g[0].subscription_id for g in groups]
+        renewer = asyncio.create_task(self._renew(leased))
+        try:
+            attempted = sum(await asyncio.gather(*(run(g) for g in groups)))
+            await self._flush_now()
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+        try:
+            await self._outbox.release(leased)
+        except Exception:
+            log.warning("could not give back %d delivery leases; they run out", len(leased))
         return attempted
+
+    async def _renew(self, subscription_ids: list[int]) -> None:
+        """Keep this batch's leases while it is sent (every third of a lease)."""
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            until = self._clock() + self._lease
+            try:
+                held = await self._outbox.renew(subscription_ids, until)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("could not renew %d delivery leases", len(subscription_ids))
+                continue
+            if held:
+                self._leased_until = until
 
     async def _send_in_order(self, group: list[Delivery]) -> int:
         attempted = 0
         for delivery in group:
+            if self._clock() >= self._leased_until:
+                # The lease ran out unrenewed: another instance may be sending these now.
+                break
             attempted += 1
             try:
                 ok = await self._send_one(delivery)

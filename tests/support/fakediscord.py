@@ -183,6 +183,15 @@ class _Session:
         self.seq = 0
         self.session_id: str | None = None
         self.ready = False
+        self.shard: tuple[int, int] | None = None  # (shard id, shard count) from IDENTIFY
+
+    def holds(self, guild_id: int | None) -> bool:
+        """Whether this session receives a guild's events (DMs: shard 0), as Discord routes
+        them: shard = (guild_id >> 22) % shard_count."""
+        if self.shard is None:
+            return True
+        shard_id, count = self.shard
+        return (0 if guild_id is None else (guild_id >> 22) % count) == shard_id
 
     async def dispatch(self, event: str, data: Any) -> None:
         self.seq += 1
@@ -220,6 +229,9 @@ class FakeDiscord:
         self.registered_commands: dict[int | None, list[dict[str, Any]]] = {}
         self.command_syncs: list[tuple[int | None, list[dict[str, Any]]]] = []
         self.identify_count = 0
+        self.shards = 1  # what /gateway/bot recommends
+        self.identified_shards: list[tuple[int, int] | None] = []
+        self._session_shards: dict[str, tuple[int, int] | None] = {}
         self.resume_count = 0
         self.rate_limited_count = 0
         self.interactions: dict[int, Interaction] = {}
@@ -512,8 +524,9 @@ class FakeDiscord:
 
     # ------------------------------------------------------------------ gateway
     def _broadcast(self, event: str, data: Any) -> None:
+        guild = data.get("guild_id") or (data.get("id") if event.startswith("GUILD_") else None)
         for session in self._sessions:
-            if session.ready:
+            if session.ready and session.holds(None if guild is None else int(guild)):
                 task = asyncio.get_running_loop().create_task(session.dispatch(event, data))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -549,18 +562,25 @@ class FakeDiscord:
         elif op == 2:
             self.identify_count += 1
             session.session_id = secrets.token_hex(16)
+            shard = data.get("shard")
+            session.shard = (int(shard[0]), int(shard[1])) if shard else None
+            self.identified_shards.append(session.shard)
+            self._session_shards[session.session_id] = session.shard
+            guilds = [g for g in self.guilds if session.holds(g)]
             ready = {
                 "v": 10,
                 "user": self.bot_user,
-                "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+                "guilds": [{"id": str(g), "unavailable": True} for g in guilds],
                 "session_id": session.session_id,
                 "resume_gateway_url": self.gateway_url,
                 "application": {"id": str(APP_ID), "flags": 0},
                 "private_channels": [],
                 "relationships": [],
             }
+            if session.shard is not None:
+                ready["shard"] = list(session.shard)
             await session.dispatch("READY", ready)
-            for guild_id in list(self.guilds):
+            for guild_id in guilds:
                 await session.dispatch("GUILD_CREATE", self._guild_payload(guild_id))
             session.ready = True
             await self._notify()
@@ -570,6 +590,7 @@ class FakeDiscord:
                 await session.ws.send_str(json.dumps({"op": 9, "d": False}))
                 return
             session.session_id = session_id
+            session.shard = self._session_shards.get(session_id)
             session.seq = max(self._resumable.pop(session_id), int(data.get("seq") or 0))
             self.resume_count += 1
             await session.dispatch("RESUMED", {})
@@ -588,12 +609,18 @@ class FakeDiscord:
             await session.dispatch("GUILD_MEMBERS_CHUNK", chunk)
 
     async def _send_interaction(self, payload: dict[str, Any]) -> Interaction:
-        await self.wait_ready()
+        # Discord sends an interaction to ONE session: the shard holding its guild (DMs: 0).
+        guild = int(payload["guild_id"]) if payload.get("guild_id") else None
+
+        def receiver(f: FakeDiscord) -> _Session | None:
+            return next((s for s in f._sessions if s.ready and s.holds(guild)), None)
+
+        await self.wait_for(lambda f: receiver(f) is not None, 10.0, f"a session for {guild}")
+        session = receiver(self)
+        assert session is not None
         interaction = Interaction(self, payload)
         self.interactions[interaction.id] = interaction
-        for session in list(self._sessions):
-            if session.ready:
-                await session.dispatch("INTERACTION_CREATE", payload)
+        await session.dispatch("INTERACTION_CREATE", payload)
         return interaction
 
     def _find_command(self, name: str, guild_id: int | None) -> tuple[dict[str, Any] | None, bool]:
@@ -1027,7 +1054,8 @@ class FakeDiscord:
 
     async def _get_gateway(self, _record: Request, _m: re.Match[str], _: Any) -> web.Response:
         limit = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
-        return _json_response({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        body = {"url": self.gateway_url, "shards": self.shards, "session_start_limit": limit}
+        return _json_response(body)
 
     async def _put_commands(self, record: Request, match: re.Match[str], _: Any) -> web.Response:
         guild_id = int(match[2]) if match.lastindex and match.lastindex >= 2 else None

@@ -23,15 +23,9 @@ from pathlib import Path
 
 USER = "tunewatch"
 PASSWORD = "tunewatch-test-password"
-SERVER_SETTINGS = (
-    "listen_addresses=127.0.0.1",
-    "unix_socket_directories=",
-    # A test server holds nothing worth a disk flush.
-    "fsync=off",
-    "synchronous_commit=off",
-    "full_page_writes=off",
-    "max_connections=300",
-)
+SERVER_SETTINGS = ("listen_addresses=127.0.0.1", "unix_socket_directories=", "max_connections=300")
+# A test server holds nothing worth a disk flush, unless a test crashes it on purpose.
+FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 
 
 class PgUnavailable(Exception):
@@ -65,7 +59,8 @@ class PgServer:
     """One server: ``start()``, ``url(database)``, ``stop()``; ``kill()`` and ``start()`` again
     keep its data (a database that goes away and comes back)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         self.bindir = find_bindir()
         self.port = free_port()
         self._root = Path(tempfile.mkdtemp(prefix="tunewatch-pg-"))
@@ -120,7 +115,8 @@ class PgServer:
             raise PgUnavailable(f"initdb failed: {result.stderr.strip()[-500:]}")
 
     def start(self) -> None:
-        options = f"-p {self.port} " + " ".join(f"-c {s}" for s in SERVER_SETTINGS)
+        settings = SERVER_SETTINGS if self.durable else SERVER_SETTINGS + FAST_SETTINGS
+        options = f"-p {self.port} " + " ".join(f"-c {s}" for s in settings)
         result = self._run(
             str(self.bindir / "pg_ctl"),
             "-D",
@@ -176,9 +172,10 @@ class PgServer:
         return self.url(name)
 
 
-def start_server() -> PgServer:
-    """A started server; raises PgUnavailable (with the reason) when none can be started."""
-    server = PgServer()
+def start_server(*, durable: bool = False) -> PgServer:
+    """A started server; raises PgUnavailable (with the reason) when none can be started.
+    ``durable``: every commit reaches the disk (a crash loses nothing committed)."""
+    server = PgServer(durable=durable)
     try:
         server.init()
         server.start()
