@@ -137,13 +137,13 @@ def explain_postgres(exc: BaseException, shown: str) -> StartupError | None:
         )
     if isinstance(exc, DatabaseRefused):
         return StartupError(
-            f"{shown}: {exc.reason}. Check the user and password in the URL, that the database exists (createdb), and that the user owns it.",
+            f"{shown}: {exc.reason}. Check the user and password in the URL, that the "
+            "database exists (createdb), and that the user owns it.",
             EXIT_USAGE,
         )
     if isinstance(exc, DatabaseUnreachable):
         return StartupError(
-            f"{shown}: {exc.reason}. Is PostgreSQL running there, and are the host and port "
-            "right?",
+            f"{shown}: {exc.reason}. Is PostgreSQL running there, and are the host and port right?",
             EXIT_UNREACHABLE,
         )
     if isinstance(exc, SchemaTooNew):

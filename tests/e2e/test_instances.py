@@ -7,6 +7,7 @@ never polled twice in one interval."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,7 +23,6 @@ from tests.support.harness import (
     BotProcess,
     settings_for,
     step_messages,
-    subscribe,
     titles,
 )
 
@@ -165,7 +165,7 @@ async def test_two_instances_share_the_work_and_survive_a_kill(
         if request.at > started_at:
             polls[request.training_id].append(request.at)
     for training_id, times in polls.items():
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert min(gaps) > INTERVAL / 4, (training_id, gaps)
     for bot in bots:
         assert "Traceback" not in bot.log, bot.log[-3000:]

@@ -77,9 +77,7 @@ async def busy_sqlite(path: Path) -> None:
         await store.close()
 
 
-async def test_migrate_db_copies_once_and_refuses_to_overwrite(
-    tmp_path: Path, pg_url: str
-) -> None:
+async def test_migrate_db_copies_once_and_refuses_to_overwrite(tmp_path: Path, pg_url: str) -> None:
     db = tmp_path / "tunewatch.db"
     await busy_sqlite(db)
     done = await asyncio.to_thread(run_cli, "migrate-db", "--to", pg_url, cwd=tmp_path)
