@@ -22,6 +22,9 @@ BENCHMARKS = {
     "discord_pacing": "benchmarks.discord_pacing",
     "latency": "benchmarks.latency",
     "restart": "benchmarks.restart",
+    "pg_cycle": "benchmarks.pg_cycle",
+    "pg_outbox": "benchmarks.pg_outbox",
+    "takeover": "benchmarks.takeover",
 }
 
 

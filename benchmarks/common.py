@@ -146,7 +146,7 @@ def user_of(i: int, j: int, users: int) -> int:
 
 
 async def seed(
-    path: Path,
+    path: Path | str,
     trainings: int,
     *,
     channels: int,

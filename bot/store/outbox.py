@@ -167,8 +167,11 @@ class Outbox:
         """Pending deliveries grouped by subscription in event order, for the subscriptions
         whose first pending delivery is due (at most ``limit`` deliveries in all), each
         subscription leased to this instance until ``now + lease``."""
+        # As many subscriptions as can fill the batch, not more: what one instance leaves is
+        # for the others (on a shared database) or for its next batch.
+        subscriptions = max(1, -(-limit // PER_SUBSCRIPTION))
         async with self._db.transaction() as tx:
-            heads = await tx.fetch(_HEADS, (now, self.owner, now, limit))
+            heads = await tx.fetch(_HEADS, (now, self.owner, now, subscriptions))
             if not heads:
                 return []
             leased = await tx.fetch(

@@ -26,6 +26,9 @@ PASSWORD = "tunewatch-test-password"
 SERVER_SETTINGS = ("listen_addresses=127.0.0.1", "unix_socket_directories=", "max_connections=300")
 # A test server holds nothing worth a disk flush, unless a test crashes it on purpose.
 FAST_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+# The benchmarks' server: WAL flushed in the background, not at each commit, as SQLite's
+# synchronous=NORMAL in WAL mode does (the figures compare the two).
+BENCH_SETTINGS = ("synchronous_commit=off",)
 
 
 class PgUnavailable(Exception):
@@ -59,8 +62,8 @@ class PgServer:
     """One server: ``start()``, ``url(database)``, ``stop()``; ``kill()`` and ``start()`` again
     keep its data (a database that goes away and comes back)."""
 
-    def __init__(self, *, durable: bool = False) -> None:
-        self.durable = durable
+    def __init__(self, *, durable: bool = False, settings: tuple[str, ...] | None = None) -> None:
+        self.settings = SERVER_SETTINGS + (settings or (() if durable else FAST_SETTINGS))
         self.bindir = find_bindir()
         self.port = free_port()
         self._root = Path(tempfile.mkdtemp(prefix="tunewatch-pg-"))
@@ -115,8 +118,7 @@ class PgServer:
             raise PgUnavailable(f"initdb failed: {result.stderr.strip()[-500:]}")
 
     def start(self) -> None:
-        settings = SERVER_SETTINGS if self.durable else SERVER_SETTINGS + FAST_SETTINGS
-        options = f"-p {self.port} " + " ".join(f"-c {s}" for s in settings)
+        options = f"-p {self.port} " + " ".join(f"-c {s}" for s in self.settings)
         result = self._run(
             str(self.bindir / "pg_ctl"),
             "-D",
@@ -140,6 +142,13 @@ class PgServer:
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``immediate``: as a crash)."""
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop")
+
+    def server_pids(self) -> list[int]:
+        """The postmaster's pid (its children are the connections' backends)."""
+        try:
+            return [int((self.datadir / "postmaster.pid").read_text().split()[0])]
+        except (OSError, ValueError, IndexError):
+            return []
 
     def remove(self) -> None:
         self.stop("immediate")
@@ -172,10 +181,11 @@ class PgServer:
         return self.url(name)
 
 
-def start_server(*, durable: bool = False) -> PgServer:
+def start_server(*, durable: bool = False, settings: tuple[str, ...] | None = None) -> PgServer:
     """A started server; raises PgUnavailable (with the reason) when none can be started.
-    ``durable``: every commit reaches the disk (a crash loses nothing committed)."""
-    server = PgServer(durable=durable)
+    ``durable``: every commit reaches the disk (a crash loses nothing committed); ``settings``:
+    these instead of the fast ones."""
+    server = PgServer(durable=durable, settings=settings)
     try:
         server.init()
         server.start()
