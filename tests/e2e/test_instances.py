@@ -11,8 +11,11 @@ import itertools
 from collections import defaultdict
 from pathlib import Path
 
+import discord
 import pytest
 
+from bot.app import ShardedTunewatchBot, make_bot
+from bot.config import Settings
 from bot.sdapi.simulator import Simulator
 from bot.store import Store
 from tests.support.fakediscord import FakeDiscord
@@ -169,3 +172,41 @@ async def test_two_instances_share_the_work_and_survive_a_kill(
         assert min(gaps) > INTERVAL / 4, (training_id, gaps)
     for bot in bots:
         assert "Traceback" not in bot.log, bot.log[-3000:]
+
+
+async def test_one_instance_can_hold_every_shard(
+    fake: FakeDiscord, sim: Simulator, db_path: Path
+) -> None:
+    fake.shards = 2
+    fake.add_channel(GUILD_B, B1, "b-one")
+    sim.add_training("AllShards1", stage=1)
+    env = settings_for(fake, sim, db_path, SHARD_COUNT=2, HTTP_PORT=0)
+    settings = Settings(_env_file=None, **env)  # type: ignore[call-arg, arg-type]
+    saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    bot = make_bot(settings, guild_ready_timeout=0.05)
+    assert isinstance(bot, ShardedTunewatchBot)
+    task = asyncio.create_task(bot.start(fake.token))
+    try:
+        await fake.wait_for(lambda f: set(f.identified_shards) == {(0, 2), (1, 2)}, timeout=30)
+        await asyncio.wait_for(bot.wait_until_ready(), timeout=30)
+        for guild, channel in ((GUILD, A1), (GUILD_B, B1)):
+            interaction = await fake.invoke(
+                "training-subscribe",
+                {"training_id": "AllShards1"},
+                guild_id=guild,
+                channel_id=channel,
+                user_id=USER,
+                permissions=1 << 4,
+            )
+            assert "Subscribed" in (await interaction.wait_final(timeout=20))["content"]
+        assert bot.gateway_connected()
+        sim.trainings["AllShards1"].advance()
+        await fake.wait_for(lambda f: all_have_one(f, (A1, B1)), timeout=30)
+    finally:
+        await bot.close()
+        await asyncio.gather(task, return_exceptions=True)
+        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
+
+
+def all_have_one(fake: FakeDiscord, channels: tuple[int, ...]) -> bool:
+    return all(len(step_messages(fake, c)) == 1 for c in channels)
