@@ -168,3 +168,16 @@ async def test_channel_ids_beyond_32_bits_survive_both_backends(store: Store) ->
     )
     assert (sub.guild_id, sub.channel_id, sub.user_id) == (big - 1, big, big + 1)
     assert [s.id for s in await store.subscriptions.of_guild(big - 1)] == [sub.id]
+
+
+async def test_migrate_db_knows_every_column_of_every_table(store: Store) -> None:
+    # A column added by a migration must be added to transfer.TABLES and TYPES too, or
+    # `tunewatch migrate-db` would silently leave it behind.
+    if store.db.sql.name == "sqlite":
+        query = "SELECT name FROM pragma_table_info(?)"
+    else:
+        query = "SELECT column_name FROM information_schema.columns WHERE table_name = ?"
+    for table, columns in transfer.TABLES.items():
+        found = {str(r[0]) for r in await store.db.fetch(query, (table,))}
+        assert found == set(columns), table
+        assert len(transfer.TYPES[table]) == len(columns), table
