@@ -25,6 +25,7 @@ BENCHMARKS = {
     "pg_cycle": "benchmarks.pg_cycle",
     "pg_outbox": "benchmarks.pg_outbox",
     "takeover": "benchmarks.takeover",
+    "pg_pacing": "benchmarks.pg_pacing",
 }
 
 

@@ -94,7 +94,7 @@ async def run(quick: bool) -> list[Figure]:
                 for round_ in range(kills):
                     for i, tid in enumerate(ids):
                         training = sim.trainings[tid]
-                        if i % 3 == round_ % 3 and training.stage < TERMINAL_STAGE:
+                        if i % 4 == round_ % 4 and training.stage < TERMINAL_STAGE - 1:
                             training.advance()
                     await asyncio.sleep(rng.uniform(0, INTERVAL))
                     victim = round_ % 2

@@ -56,17 +56,25 @@ class DeliveryTiming(TypedDict, total=False):
     idle_seconds: float
 
 
+# The longest a dead instance's delivery leases hold its subscriptions' messages back.
+LEASE_SECONDS = 15.0
+
+
 def delivery_timing(settings: Settings, *, shared: bool) -> DeliveryTiming:
     """How long a delivery lease lasts and how long the deliverer sleeps with nothing due.
 
     On a shared database another instance may write deliveries, or die holding leases: both
-    are bounded by the poll interval (at least a couple of seconds, at most the defaults), so a
-    dead instance's messages go out within about two intervals.
+    are bounded by the poll interval and by LEASE_SECONDS (a lease is renewed every third of
+    it while its messages go out), so a dead instance's messages go out again within the
+    shorter of about two intervals and half a minute.
     """
     if not shared:
         return {}
     interval = settings.POLL_INTERVAL_SECONDS
-    return {"lease_seconds": min(60.0, max(2.0, interval)), "idle_seconds": min(30.0, interval)}
+    return {
+        "lease_seconds": min(LEASE_SECONDS, max(2.0, interval)),
+        "idle_seconds": min(LEASE_SECONDS, interval),
+    }
 
 
 def make_bot(settings: Settings, **options: Any) -> TunewatchBot:
@@ -170,6 +178,7 @@ class TunewatchBot(commands.Bot):
             DiscordNotifier(self, rate=GLOBAL_SENDS_PER_SECOND * settings.gateway_share),
             instance_id=await self.store.db.instance_id(),
             max_backoff=settings.MAX_BACKOFF_SECONDS,
+            share=settings.gateway_share,
             **delivery_timing(settings, shared=self.store.shared),
         )
         for extension in EXTENSIONS:

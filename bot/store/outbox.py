@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import random
 import secrets
 import socket
 from collections.abc import Sequence
@@ -34,23 +36,25 @@ _DELIVERY_COLUMNS = [
 ]
 # Numbered (c0, c1...) so that the outer select_json can name them: s.kind and e.kind clash.
 _NAMES = ", ".join(f"c{i}" for i in range(len(_DELIVERY_COLUMNS)))
-# The subscriptions whose first pending delivery is due and that no other instance is sending.
-# A subscription waiting out a backoff (its head not due) is passed over whole, so it neither
-# fills the batch nor lets a later message overtake the head. The heads come from the
-# deliveries_heads index, one entry per pending row, never pending rows compared pairwise.
-# Parameters: now, this instance, now, how many.
+# The subscriptions whose first pending delivery is due, each with whether another instance
+# holds its lease (those it is free to take first). A subscription waiting out a backoff (its
+# head not due) is passed over whole, so it neither fills the batch nor lets a later message
+# overtake the head. The heads come from the deliveries_heads index, one entry per pending row,
+# never pending rows compared pairwise. Parameters: this instance, now, now, how many.
 _HEADS = """
 WITH heads AS (
     SELECT subscription_id, MIN(seq) AS seq FROM deliveries WHERE status = 'pending'
     GROUP BY subscription_id
+), due AS (
+    SELECT h.subscription_id, CASE WHEN l.owner IS NOT NULL AND l.owner != ?
+        AND l.expires_at > ? THEN 1 ELSE 0 END AS taken
+    FROM heads h
+    JOIN deliveries d ON d.subscription_id = h.subscription_id AND d.seq = h.seq
+    JOIN subscriptions s ON s.id = h.subscription_id
+    LEFT JOIN delivery_leases l ON l.subscription_id = h.subscription_id
+    WHERE s.status = 'active' AND d.next_attempt_at <= ?
 )
-SELECT h.subscription_id FROM heads h
-JOIN deliveries d ON d.subscription_id = h.subscription_id AND d.seq = h.seq
-JOIN subscriptions s ON s.id = h.subscription_id
-LEFT JOIN delivery_leases l ON l.subscription_id = h.subscription_id
-WHERE s.status = 'active' AND d.next_attempt_at <= ?
-AND (l.owner IS NULL OR l.owner = ? OR l.expires_at <= ?)
-ORDER BY h.subscription_id LIMIT ?
+SELECT subscription_id, taken FROM due ORDER BY taken, subscription_id LIMIT ?
 """
 
 
@@ -162,21 +166,37 @@ class Outbox:
         return await tx.execute(self._sql["enqueue"], (now, now, rows_param(news)))
 
     async def due(
-        self, now: float, *, limit: int, lease: float = DEFAULT_LEASE_SECONDS
+        self,
+        now: float,
+        *,
+        limit: int,
+        lease: float = DEFAULT_LEASE_SECONDS,
+        share: float = 1.0,
     ) -> list[list[Delivery]]:
         """Pending deliveries grouped by subscription in event order, for the subscriptions
         whose first pending delivery is due (at most ``limit`` deliveries in all), each
-        subscription leased to this instance until ``now + lease``."""
+        subscription leased to this instance until ``now + lease``.
+
+        ``share`` is this instance's part of the sending (its part of Discord's budget): it
+        leases about that part of the due subscriptions (those others hold counted in), picked
+        at random among the free ones, and leaves the rest to the other instances (or to its
+        own next batch) instead of taking every channel while it may only send at its share
+        of the rate.
+        """
         # As many subscriptions as can fill the batch, not more: what one instance leaves is
         # for the others (on a shared database) or for its next batch.
         subscriptions = max(1, -(-limit // PER_SUBSCRIPTION))
         async with self._db.transaction() as tx:
-            heads = await tx.fetch(_HEADS, (now, self.owner, now, subscriptions))
-            if not heads:
+            heads = await tx.fetch(_HEADS, (self.owner, now, now, subscriptions))
+            wanted = [int(h[0]) for h in heads if not h[1]]
+            if share < 1.0:
+                room = min(len(wanted), math.ceil(len(heads) * share))
+                wanted = random.sample(wanted, room)
+            if not wanted:
                 return []
             leased = await tx.fetch(
                 self._sql["lease"],
-                (self.owner, now + lease, rows_param([(int(h[0]),) for h in heads]), now),
+                (self.owner, now + lease, rows_param([(i,) for i in sorted(wanted)]), now),
             )
             if not leased:
                 return []

@@ -72,6 +72,7 @@ class Deliverer:
         max_attempts: int = 40,
         lease_seconds: float = 60.0,
         idle_seconds: float = 30.0,
+        share: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._outbox = store.outbox
@@ -91,6 +92,8 @@ class Deliverer:
         self._leased_until = 0.0
         # Longest sleep with nothing due: another instance may write deliveries (and die).
         self._idle = idle_seconds
+        # This instance's part of the sending: it takes that part of the due subscriptions.
+        self._share = share
         self._clock = clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -134,7 +137,9 @@ class Deliverer:
     async def drain_once(self) -> int:
         """Send every delivery due now; returns how many were attempted."""
         now = self._clock()
-        groups = await self._outbox.due(now, limit=self._batch_size, lease=self._lease)
+        groups = await self._outbox.due(
+            now, limit=self._batch_size, lease=self._lease, share=self._share
+        )
         if not groups:
             return 0
         self._leased_until = now + self._lease

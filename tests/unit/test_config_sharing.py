@@ -91,8 +91,8 @@ def test_shards_that_do_not_fit_are_refused(
 def test_delivery_leases_follow_the_poll_interval_on_a_shared_database() -> None:
     assert delivery_timing(settings(POLL_INTERVAL_SECONDS=60), shared=False) == {}
     assert delivery_timing(settings(POLL_INTERVAL_SECONDS=60), shared=True) == {
-        "lease_seconds": 60.0,
-        "idle_seconds": 30.0,
+        "lease_seconds": 15.0,
+        "idle_seconds": 15.0,
     }
     assert delivery_timing(settings(POLL_INTERVAL_SECONDS=1), shared=True) == {
         "lease_seconds": 2.0,

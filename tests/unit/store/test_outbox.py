@@ -69,7 +69,7 @@ async def test_the_due_query_finds_heads_through_the_index(store: Store) -> None
     # subscription's others; the heads now come from the deliveries_heads index.
     from bot.store.outbox import _HEADS
 
-    args = (NOW, store.outbox.owner, NOW, 10)
+    args = (store.outbox.owner, NOW, NOW, 10)
     if store.db.sql.name == "sqlite":
         plan = await store.db.fetch(f"EXPLAIN QUERY PLAN {_HEADS}", args)
         details = " | ".join(str(r[-1]) for r in plan)

@@ -107,3 +107,13 @@ async def test_a_restarted_sqlite_instance_keeps_no_leases_of_its_previous_life(
         assert [d.event.seq for d in (await second.outbox.due(NOW, limit=10))[0]] == [0]
     finally:
         await second.close()
+
+
+async def test_an_instance_leases_its_share_and_leaves_the_rest(store: Store, other: Store) -> None:
+    await store.trainings.record([answer("T1")], NOW)
+    subs = [(await subscribe(store, "T1", channel=c)).id for c in range(1, 11)]
+    await store.trainings.record([answer("T1", step(0))], NOW)
+    mine = await store.outbox.due(NOW, limit=1000, lease=LEASE, share=0.5)
+    theirs = await other.outbox.due(NOW, limit=1000, lease=LEASE, share=1.0)
+    assert len(mine) == 5
+    assert sorted(g[0].subscription_id for g in mine + theirs) == subs  # each once
