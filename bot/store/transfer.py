@@ -77,6 +77,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "message_id",
         "created_at",
         "sent_at",
+        "attempted_at",
     ),
     "user_keys": ("user_id", "ciphertext", "created_at", "updated_at"),
 }
