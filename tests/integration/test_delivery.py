@@ -111,7 +111,7 @@ def tiny_disk(tmp_path: Path) -> Iterator[TinyDisk]:
     try:
         yield TinyDisk(mount)
     finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)  # noqa: S607
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.fixture
