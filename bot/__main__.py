@@ -88,12 +88,17 @@ def run_status(settings: Settings, training_id: str) -> int:
     return asyncio.run(main())
 
 
-def run_simulator(host: str, port: int, advance_every: float) -> int:
-    """Serve the API simulator until interrupted."""
-    from bot.sdapi.simulator import run_demo
+def run_simulator(host: str, port: int, advance_every: float | None, fast: bool) -> int:
+    """Serve the API simulator with its demo trainings until interrupted; print what to try."""
+    from bot.sdapi.demo import DEFAULT_ADVANCE_EVERY, FAST_ADVANCE_EVERY, run_demo
 
+    if advance_every is None:
+        advance_every = FAST_ADVANCE_EVERY if fast else DEFAULT_ADVANCE_EVERY
+    if not advance_every > 0:
+        print("--advance-every must be a positive number of seconds", file=sys.stderr)
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
-        run_demo(host, port, advance_every=advance_every)
+        run_demo(host, port, advance_every, announce=lambda guide: print(guide, flush=True))
     return 0
 
 
@@ -110,7 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="serve a local simulator of the API with demo trainings")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8765)
-    sim.add_argument("--advance-every", type=float, default=5.0, help="seconds per step")
+    sim.add_argument(
+        "--advance-every",
+        type=float,
+        default=None,
+        help="seconds per stage, counted from the first request about a training (default 120)",
+    )
+    sim.add_argument("--fast", action="store_true", help="a stage every 3 s (tests, quick looks)")
     rotate = sub.add_parser(
         "rotate-secret", help="re-encrypt stored API keys from TUNEWATCH_SECRET to a new secret"
     )
@@ -124,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "run"
     if command == "simulate":
         logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)-8s %(message)s")
-        return run_simulator(args.host, args.port, args.advance_every)
+        return run_simulator(args.host, args.port, args.advance_every, args.fast)
     try:
         settings = load_settings(require_token=command == "run")
     except ConfigError as exc:
