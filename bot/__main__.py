@@ -61,7 +61,7 @@ def run_bot(settings: Settings) -> int:
 
 def run_status(settings: Settings, training_id: str) -> int:
     """Print one training's status."""
-    from bot.render import status_text
+    from bot.render import api_error_plain, status_text
     from bot.sdapi.client import SdApiClient
     from bot.sdapi.errors import SdApiError
 
@@ -80,7 +80,7 @@ def run_status(settings: Settings, training_id: str) -> int:
             try:
                 status = await client.fine_tune_status(training_id, key, budget=60)
             except SdApiError as exc:
-                print(exc.user_message, file=sys.stderr)
+                print(api_error_plain(exc), file=sys.stderr)
                 return 1
         print(status_text(training_id.strip(), status, datetime.now(UTC)))
         return 0

@@ -109,7 +109,7 @@ def test_wrong_token_is_a_clear_message(tmp_path: Path) -> None:
 
 async def test_status_subcommand_prints_the_status(tmp_path: Path) -> None:
     async with Simulator() as sim:
-        sim.add_training("CliStatus1", stage=3)
+        sim.add_training("CliStatus1", stage=3, timeline="dreambooth")
         result = await asyncio.to_thread(
             run_cli,
             "status",
@@ -132,7 +132,7 @@ async def test_status_subcommand_prints_the_status(tmp_path: Path) -> None:
     assert "3/6 steps" in result.stdout
     assert "Step:3 Model Compressing" in result.stdout
     assert missing.returncode == 1
-    assert "does not know training `NotThere01`" in missing.stderr
+    assert "does not know training NotThere01;" in missing.stderr
     assert DEFAULT_KEY not in result.stdout + result.stderr + missing.stdout + missing.stderr
 
 
