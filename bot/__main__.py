@@ -97,9 +97,46 @@ def run_simulator(host: str, port: int, advance_every: float | None, fast: bool)
     if not advance_every > 0:
         print("--advance-every must be a positive number of seconds", file=sys.stderr)
         return 2
+    pace = advance_every
+
+    def announce(v3_url: str, v6_url: str) -> None:
+        print(demo_guide(v3_url, v6_url, pace), flush=True)
+
     with contextlib.suppress(KeyboardInterrupt):
-        run_demo(host, port, advance_every, announce=lambda guide: print(guide, flush=True))
+        run_demo(host, port, advance_every, announce=announce)
     return 0
+
+
+def demo_guide(v3_url: str, v6_url: str, advance_every: float) -> str:
+    """What a newcomer needs to try the simulator: the ids, the settings, commands."""
+    from bot.sdapi.demo import DEMO_TRAININGS, DEMO_V6_ID
+    from bot.sdapi.simulator import DEFAULT_KEY
+
+    pace = f"{advance_every / 60:g} min" if advance_every >= 60 else f"{advance_every:g} s"
+    width = max(len(demo.training_id) for demo in DEMO_TRAININGS)
+    running = "DemoDream01"
+    key_body = f"-H 'Content-Type: application/json' -d '{{\"key\": \"{DEFAULT_KEY}\"}}'"
+    lines = [
+        f"Simulated Stable Diffusion API, key {DEFAULT_KEY}",
+        f"  v3: {v3_url}",
+        f"  v6: {v6_url}",
+        "",
+        f"Demo trainings (each starts when first asked about, then moves a stage every {pace}):",
+        *(f"  {d.training_id:<{width}}  {d.shows}" for d in DEMO_TRAININGS),
+        "",
+        "Settings for the bot (.env or the environment):",
+        f"  SD_API_BASE_URL={v3_url}",
+        f"  SD_API_V6_BASE_URL={v6_url}",
+        f"  SD_API_KEY={DEFAULT_KEY}",
+        "",
+        "Try:",
+        f"  python -m bot status {running}",
+        f"  python -m bot status {DEMO_V6_ID}",
+        f"  in Discord: /training-subscribe {running}, /training-status {DEMO_V6_ID}",
+        f"  curl -s -X POST {v3_url}/fine_tune_status/{running} {key_body}",
+        f"  a fresh training: curl -s -X POST {v3_url}/fine_tune {key_body}",
+    ]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -68,55 +68,26 @@ def demo_simulator(advance_every: float) -> Simulator:
     return sim
 
 
-def guide(v3_url: str, v6_url: str, advance_every: float) -> str:
-    """What a newcomer needs: the ids, the settings for the bot, commands to try."""
-    pace = f"{advance_every / 60:g} min" if advance_every >= 60 else f"{advance_every:g} s"
-    width = max(len(demo.training_id) for demo in DEMO_TRAININGS)
-    running = "DemoDream01"
-    lines = [
-        f"Simulated Stable Diffusion API, key {DEFAULT_KEY}",
-        f"  v3: {v3_url}",
-        f"  v6: {v6_url}",
-        "",
-        f"Demo trainings (each starts when first asked about, then moves a stage every {pace}):",
-        *(f"  {d.training_id:<{width}}  {d.shows}" for d in DEMO_TRAININGS),
-        "",
-        "Settings for the bot (.env or the environment):",
-        f"  SD_API_BASE_URL={v3_url}",
-        f"  SD_API_V6_BASE_URL={v6_url}",
-        f"  SD_API_KEY={DEFAULT_KEY}",
-        "",
-        "Try:",
-        f"  python -m bot status {running}",
-        f"  python -m bot status {DEMO_V6_ID}",
-        f"  in Discord: /training-subscribe {running}, /training-status {DEMO_V6_ID}",
-        f"  curl -s -X POST {v3_url}/fine_tune_status/{running} "
-        f"-H 'Content-Type: application/json' -d '{{\"key\": \"{DEFAULT_KEY}\"}}'",
-        f"  a fresh training: curl -s -X POST {v3_url}/fine_tune "
-        f"-H 'Content-Type: application/json' -d '{{\"key\": \"{DEFAULT_KEY}\"}}'",
-    ]
-    return "\n".join(lines)
-
-
 def run_demo(
     host: str,
     port: int,
     advance_every: float = DEFAULT_ADVANCE_EVERY,
-    announce: Callable[[str], None] | None = None,
+    announce: Callable[[str, str], None] | None = None,
 ) -> None:
-    """Serve the demo trainings until interrupted (blocking); ``announce`` gets the guide."""
+    """Serve the demo trainings until interrupted (blocking); once serving, ``announce`` gets
+    the v3 and v6 base URLs (the CLI prints what to try with them)."""
     asyncio.run(_serve_demo(host, port, advance_every, announce))
 
 
 async def _serve_demo(
-    host: str, port: int, advance_every: float, announce: Callable[[str], None] | None
+    host: str, port: int, advance_every: float, announce: Callable[[str, str], None] | None
 ) -> None:
     sim = demo_simulator(advance_every)
     base_url = await sim.start(host, port)
     assert sim.v6_base_url is not None  # noqa: S101 -- set by start()
     log.info("simulated Stable Diffusion API at %s (key %s)", base_url, DEFAULT_KEY)
     if announce is not None:
-        announce(guide(base_url, sim.v6_base_url, advance_every))
+        announce(base_url, sim.v6_base_url)
     try:
         await asyncio.Event().wait()
     finally:

@@ -657,7 +657,8 @@ async def test_a_clock_that_starts_at_the_first_request(session: aiohttp.ClientS
 
 
 def test_demo_has_one_training_of_each_kind() -> None:
-    from bot.sdapi.demo import DEMO_TRAININGS, DEMO_V6_ID, demo_simulator, guide
+    from bot.__main__ import demo_guide as guide
+    from bot.sdapi.demo import DEMO_TRAININGS, DEMO_V6_ID, demo_simulator
 
     sim = demo_simulator(120.0)
     kinds = {sim.trainings[d.training_id].timeline for d in DEMO_TRAININGS}
