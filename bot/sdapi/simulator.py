@@ -12,19 +12,27 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import secrets
 import string
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Literal, Self
 
 from aiohttp import web
 
+from bot.sdapi.faults import (
+    HUGE_BODY_BYTES,
+    INVALID_KEY_BODY,
+    JSON,
+    NOT_FOUND_BODY,
+    STREAM_CHUNK,
+    Fault,
+    fault_response,
+    json_bytes,
+)
 from bot.sdapi.model import Api
 from bot.sdapi.timelines import (
     DEFAULT_KEY,
@@ -38,6 +46,7 @@ from bot.sdapi.timelines import (
 
 __all__ = [
     "DEFAULT_KEY",
+    "HUGE_BODY_BYTES",
     "STAGES",
     "TERMINAL_STAGE",
     "Dialect",
@@ -48,41 +57,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# What Fault.HUGE announces and sends (unless the client leaves first).
-HUGE_BODY_BYTES = 50 * 1024 * 1024
-_STREAM_CHUNK = b"x" * 65_536
-
-
-class Fault(StrEnum):
-    """What an injected fault makes the next matching request(s) answer."""
-
-    SERVER_ERROR = "500"
-    UNAVAILABLE = "503"
-    HTML = "html"
-    EMPTY = "empty"
-    RATE_LIMIT_429 = "429"
-    RATE_LIMIT_BODY = "rate_limit_body"
-    HANG = "hang"
-    INVALID_KEY = "invalid_key"
-    """HTTP 200 with the documented invalid-key body."""
-    INVALID_KEY_401 = "401"
-    NOT_FOUND = "not_found"
-    """HTTP 404 ``Training ID does not exist``."""
-    MODEL_NOT_FOUND = "model_not_found"
-    """HTTP 200 ``Model not found``, as the provider's test logs show for unknown ids."""
-    NO_CREDITS = "402"
-    EMPTY_ERROR = "empty_error"
-    """``{"status": "error", "messege": ""}``, many times in the provider's test logs."""
-    TRY_AGAIN = "try_again"
-    """``{"status": "failed", "messege": "Failed, Try Again", ...}``."""
-    PROCESSING = "processing"
-    """``{"status": "processing", "eta": 21.88, ...}``: queued, ETA in seconds."""
-    ENDLESS = "endless"
-    """HTTP 200, chunked, never ending (until the client goes away)."""
-    HUGE = "huge"
-    """HTTP 200 with a Content-Length of 50 MiB, streamed."""
-    GARBAGE = "garbage"
 
 
 @dataclass(slots=True)
@@ -97,70 +71,7 @@ class RequestRecord:
     api: Api = Api.V3
 
 
-def _json(value: dict[str, Any]) -> bytes:
-    return json.dumps(value).encode()
-
-
-_INVALID_KEY_BODY = _json(
-    {
-        "status": "error",
-        "message": "Invalid Api Key",
-        "tip": "1. Make sure you are passing Content-Type: application/json in header. "
-        "2. Make sure you are doing POST request. 3. Make sure your API key is valid.",
-    }
-)
-_NOT_FOUND_BODY = _json({"status": "error", "message": "Training ID does not exist"})
-_HTML_502 = (
-    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
-    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
-    b"</body>\r\n</html>\r\n"
-)
-_JSON = "application/json"
 _ID_ALPHABET = string.ascii_letters + string.digits
-# Fixed answers: (HTTP status, body).
-_FIXED: dict[Fault, tuple[int, bytes]] = {
-    Fault.SERVER_ERROR: (500, _json({"status": "error", "message": "Internal Server Error"})),
-    Fault.UNAVAILABLE: (503, _json({"status": "error", "message": "Service Unavailable"})),
-    Fault.HANG: (503, _json({"status": "error", "message": "Service Unavailable"})),
-    Fault.EMPTY: (200, b""),
-    Fault.RATE_LIMIT_BODY: (
-        200,
-        _json(
-            {
-                "status": "error",
-                "messege": "Rate limit exceeded",
-                "tips": "you are sending same request multiple times, spam filter is "
-                "enabled, please wait for 30 seconds and try again",
-            }
-        ),
-    ),
-    Fault.INVALID_KEY: (200, _INVALID_KEY_BODY),
-    Fault.INVALID_KEY_401: (401, _json({"status": "error", "message": "Invalid API key"})),
-    Fault.NOT_FOUND: (404, _NOT_FOUND_BODY),
-    Fault.MODEL_NOT_FOUND: (200, _json({"status": "error", "messege": "Model not found"})),
-    Fault.NO_CREDITS: (
-        402,
-        _json(
-            {"status": "error", "message": "Insufficient credits. Please recharge your account."}
-        ),
-    ),
-    Fault.EMPTY_ERROR: (200, _json({"status": "error", "messege": ""})),
-    Fault.TRY_AGAIN: (
-        200,
-        _json({"status": "failed", "id": "", "messege": "Failed, Try Again", "output": ""}),
-    ),
-    Fault.PROCESSING: (
-        200,
-        _json(
-            {
-                "status": "processing",
-                "eta": 21.88,
-                "messege": "Try to fetch request after given estimated time",
-            }
-        ),
-    ),
-    Fault.GARBAGE: (200, b"not json{"),
-}
 
 
 @dataclass(slots=True)
@@ -370,7 +281,7 @@ class Simulator:
         tunewatch against the simulator: each call gives a fresh training to follow)."""
         key = _key_of(await request.read())
         if key is None or key not in self.keys:
-            return web.Response(body=_INVALID_KEY_BODY, content_type=_JSON)
+            return web.Response(body=INVALID_KEY_BODY, content_type=JSON)
         training_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
         lora = request.match_info["endpoint"].startswith("lora_")
         self.add_training(training_id, key=key, timeline="lora" if lora else "dreambooth")
@@ -381,14 +292,14 @@ class Simulator:
             "data": f"it will take upto {30 if lora else 25} minutes.",
             "training_id": training_id,
         }
-        return web.Response(body=_json(body), content_type=_JSON)
+        return web.Response(body=json_bytes(body), content_type=JSON)
 
     async def _create_v6(self, request: web.Request) -> web.Response:
         """Start a v6 trainer run (``trainer/train``); the answer's shape beyond the run's id
         is not documented and is assumed here."""
         key = _key_of(await request.read())
         if key is None or key not in self.keys:
-            return web.Response(status=401, body=_INVALID_KEY_BODY, content_type=_JSON)
+            return web.Response(status=401, body=INVALID_KEY_BODY, content_type=JSON)
         training_id = new_v6_id()
         self.add_training(training_id, key=key, timeline="v6")
         log.info("simulator: created v6 run %s", training_id)
@@ -397,7 +308,7 @@ class Simulator:
             "message": "training_started",
             "data": {"id": training_id, "status": "training_started"},
         }
-        return web.Response(body=_json(body), content_type=_JSON)
+        return web.Response(body=json_bytes(body), content_type=JSON)
 
     async def _handle_v3(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, Api.V3)
@@ -411,7 +322,7 @@ class Simulator:
         rule = self._take_fault(training_id)
         if rule is None:
             status, body = self._answer(training_id, key, api)
-            response = web.Response(status=status, body=body, content_type=_JSON)
+            response = web.Response(status=status, body=body, content_type=JSON)
         elif rule.fault is Fault.HANG:
             await self._record(training_id, key, 503, request.content_type, api)
             release = self._release
@@ -441,11 +352,11 @@ class Simulator:
 
     def _answer(self, training_id: str, key: str | None, api: Api) -> tuple[int, bytes]:
         if key is None or key not in self.keys:
-            return 200, _INVALID_KEY_BODY
+            return 200, INVALID_KEY_BODY
         training = self.trainings.get(training_id)
         # Another account's training, or one of the other API, looks exactly like a missing one.
         if training is None or training.key != key or training.api is not api:
-            return 404, _NOT_FOUND_BODY
+            return 404, NOT_FOUND_BODY
         if self.advance_every is not None:
             self._catch_up(training, self.advance_every)
         return 200, training.body_bytes()
@@ -462,24 +373,12 @@ class Simulator:
             clocked.applied = due
 
     def _fault_response(self, fault: Fault) -> web.Response:
-        if fault is Fault.HTML:
-            return web.Response(status=502, body=_HTML_502, content_type="text/html")
-        if fault is Fault.RATE_LIMIT_429:
-            seconds: float | int = self.retry_after
-            if float(seconds).is_integer():
-                seconds = int(seconds)
-            body = _json(
-                {"status": "error", "message": "Rate limit exceeded", "retry_after": seconds}
-            )
-            headers = {"Retry-After": str(math.ceil(self.retry_after))}
-            return web.Response(status=429, body=body, content_type=_JSON, headers=headers)
-        status, body = _FIXED[fault]
-        return web.Response(status=status, body=body, content_type=_JSON)
+        return fault_response(fault, self.retry_after)
 
     async def _stream(self, request: web.Request, fault: Fault) -> web.StreamResponse:
         """An answer that never ends, or a huge one, written as the client reads it (the
         server never holds more than one chunk); ``streamed`` records how much went out."""
-        response = web.StreamResponse(status=200, headers={"Content-Type": _JSON})
+        response = web.StreamResponse(status=200, headers={"Content-Type": JSON})
         limit = HUGE_BODY_BYTES if fault is Fault.HUGE else None
         if limit is not None:
             response.content_length = limit
@@ -489,7 +388,7 @@ class Simulator:
         try:
             await response.prepare(request)
             while limit is None or sent < limit:
-                chunk = _STREAM_CHUNK if limit is None else _STREAM_CHUNK[: limit - sent]
+                chunk = STREAM_CHUNK if limit is None else STREAM_CHUNK[: limit - sent]
                 await response.write(chunk)
                 sent += len(chunk)
             await response.write_eof()

@@ -40,7 +40,6 @@ _FAILED = frozenset(
         "failed",
     }
 )
-KNOWN = _STARTED | _COMPLETED | _QUEUED | _FAILED
 
 # Field names whose values are secrets, wherever they appear (key, api_key, apiKey, hf_token).
 _SECRET_NAME_RE = re.compile(
