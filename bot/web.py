@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from bot import metrics
+from bot.render import api_error_plain
 from bot.sdapi.client import validate_training_id
 from bot.sdapi.errors import SdApiError
 from bot.sdapi.status import parse_webhook
@@ -91,7 +92,7 @@ class OpsServer:
             training_id, _state = parse_webhook(body, request.content_type)
             training_id = validate_training_id(training_id)
         except SdApiError as exc:
-            return _json({"error": exc.user_message}, 400)
+            return _json({"error": api_error_plain(exc)}, 400)
         # The body is never trusted as a status: it only makes the tracker poll now.
         now = self._clock()
         last = self._pokes.get(training_id)

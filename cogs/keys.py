@@ -12,6 +12,7 @@ from bot import render
 from bot.app import TunewatchBot
 from bot.interactions import answer_soon, reply, reply_error
 from bot.keys import UserKeysDisabled
+from bot.render import api_error_text
 from bot.sdapi.errors import InvalidApiKey, SdApiError
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,13 @@ class ApiKeyModal(discord.ui.Modal, title="Your Stable Diffusion API key"):
             await answer_soon(interaction, self._check_and_save(key), ephemeral=True)
         except InvalidApiKey as exc:
             # The API's reason; the client has removed the key if the body echoed it.
-            await reply_error(interaction, f"Your key was not saved. {exc.user_message}")
+            await reply_error(interaction, f"Your key was not saved. {api_error_text(exc)}")
             return
         except SdApiError as exc:
             await reply_error(
                 interaction,
                 f"Your key was not saved: tunewatch could not check it with the API. "
-                f"{exc.user_message}",
+                f"{api_error_text(exc)}",
             )
             return
         except UserKeysDisabled:

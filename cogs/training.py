@@ -64,7 +64,7 @@ class TrainingCog(commands.Cog):
                 ephemeral=ephemeral,
             )
         except SdApiError as exc:
-            await reply_error(interaction, exc.user_message)
+            await reply_error(interaction, render.api_error_text(exc))
             return None
         except NoKeyAvailable:
             await reply_error(interaction, render.NO_KEY_TEXT)
@@ -190,7 +190,7 @@ class TrainingCog(commands.Cog):
         try:
             training_id = validate_training_id(training_id)
         except SdApiError as exc:
-            await reply_error(interaction, exc.user_message)
+            await reply_error(interaction, render.api_error_text(exc))
             return
         sub = await self.bot.store.subscriptions.find(
             SubscriptionKind.CHANNEL,

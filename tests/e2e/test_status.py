@@ -38,7 +38,7 @@ def fields(embed: dict) -> dict[str, str]:
 
 
 async def test_running_training(bot: TunewatchBot, fake: FakeDiscord, sim: Simulator) -> None:
-    sim.add_training("RunAbc1234", stage=3)
+    sim.add_training("RunAbc1234", stage=3, timeline="dreambooth")
     final, ephemeral, late = await status_of(fake, "RunAbc1234")
     assert not late
     assert not ephemeral
@@ -48,7 +48,7 @@ async def test_running_training(bot: TunewatchBot, fake: FakeDiscord, sim: Simul
     assert "Compressing the model" in values["State"]
     assert "`trained_model_compressing`" in values["State"]
     assert "3/6 steps" in values["Progress"]
-    assert values["ETA"] == "about 12 min"
+    assert values["ETA"] == "about 25 min"
     assert "Step:3 Model Compressing" in embed["description"]
     assert embed["color"] == 0x5865F2
     assert "timestamp" in embed
