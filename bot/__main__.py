@@ -203,6 +203,7 @@ def run_status(settings: Settings, training_id: str) -> int:
             client = SdApiClient(
                 session,
                 settings.SD_API_BASE_URL,
+                v6_base_url=settings.SD_API_V6_BASE_URL,
                 timeout=settings.API_TIMEOUT_SECONDS,
                 max_attempts=settings.API_MAX_ATTEMPTS,
             )

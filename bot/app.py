@@ -16,6 +16,7 @@ from discord.ext import commands
 
 from bot.config import Settings
 from bot.keys import KeyRing
+from bot.lookups import StatusLookups
 from bot.notifier import DiscordNotifier
 from bot.render import error_embed
 from bot.sdapi.client import SdApiClient
@@ -75,6 +76,7 @@ class TunewatchBot(commands.Bot):
     store: Store
     sdapi: SdApiClient
     keys: KeyRing
+    lookups: StatusLookups
     tracker: Tracker
     deliverer: Deliverer | None
 
@@ -106,11 +108,13 @@ class TunewatchBot(commands.Bot):
         self.sdapi = SdApiClient(
             self.session,
             settings.SD_API_BASE_URL,
+            v6_base_url=settings.SD_API_V6_BASE_URL,
             timeout=settings.API_TIMEOUT_SECONDS,
             max_concurrency=settings.API_MAX_CONCURRENCY,
             max_concurrency_per_key=settings.API_MAX_CONCURRENCY_PER_KEY,
             max_attempts=settings.API_MAX_ATTEMPTS,
         )
+        self.lookups = StatusLookups(self.sdapi)
         self.keys = KeyRing(settings, self.store)
         self.tracker = Tracker(
             self.store,

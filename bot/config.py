@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_API_BASE_URL = "https://stablediffusionapi.com/api/v3"
+DEFAULT_API_V6_BASE_URL = "https://modelslab.com/api/v6"
 # Below this, the API's spam filter may object to a key that polls (the docs suggest a minute or
 # two between two status requests of one training): allowed, with a warning at start.
 POLITE_POLL_INTERVAL = 30.0
@@ -39,6 +40,7 @@ class Settings(BaseSettings):
     DISCORD_TOKEN: SecretStr | None = None
     SD_API_KEY: SecretStr | None = None
     SD_API_BASE_URL: str = DEFAULT_API_BASE_URL
+    SD_API_V6_BASE_URL: str = DEFAULT_API_V6_BASE_URL
     DATABASE_PATH: Path = Path("tunewatch.db")
     POLL_INTERVAL_SECONDS: Annotated[float, Field(ge=1, le=DAY)] = 60.0
     DISCORD_API_BASE: str = "https://discord.com/api/v10"
@@ -105,7 +107,7 @@ class Settings(BaseSettings):
                 )
         return value
 
-    @field_validator("SD_API_BASE_URL", "DISCORD_API_BASE", "PUBLIC_URL")
+    @field_validator("SD_API_BASE_URL", "SD_API_V6_BASE_URL", "DISCORD_API_BASE", "PUBLIC_URL")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:

@@ -300,23 +300,21 @@ def _event_total(event: Event) -> int | None:
 
 
 def _event_elapsed(event: Event) -> float | None:
-    elapsed = getattr(event, "elapsed_seconds", None)
-    if isinstance(elapsed, int | float):
-        return float(elapsed)
-    step = parse_step_line(event.raw) if event.raw else None
-    return step.elapsed_seconds if step is not None else None
+    if event.elapsed_seconds is not None:
+        return event.elapsed_seconds
+    # Recorded by a tunewatch that did not keep it: the line still says it.
+    line = parse_step_line(event.raw) if event.raw else None
+    return line.elapsed_seconds if line is not None else None
 
 
 def _event_model(event: Event) -> ModelInfo | None:
-    model = getattr(event, "model", None)
-    if isinstance(model, ModelInfo):
-        return model
+    """What a ready message shows of the model: kept as JSON in the event's detail."""
     return ModelInfo.from_json(event.detail)
 
 
 def _step_embed(training_id: str, event: Event) -> discord.Embed:
     milestone = MILESTONES.get(event.raw or "")
-    label = event.label or (milestone.label if milestone else "Step")
+    label = event.label or (milestone.label if milestone and milestone.label else "Step")
     if milestone is None and event.number is not None:
         label = f"Step {event.number}: {label}"
     embed = discord.Embed(
@@ -336,7 +334,7 @@ def _step_embed(training_id: str, event: Event) -> discord.Embed:
     if elapsed is not None:
         embed.add_field(name="Elapsed", value=duration_text(elapsed), inline=True)
     if milestone is not None:
-        embed.description = V6_STEP_WORDS[milestone.raw]
+        embed.description = V6_STEP_WORDS[event.raw or ""]
     elif event.raw:
         embed.description = _code(truncate(event.raw, 300))
     return embed
@@ -540,3 +538,9 @@ USER_KEYS_DISABLED_TEXT = (
     "Personal API keys are turned off on this bot: its operator has not set TUNEWATCH_SECRET, "
     "which tunewatch needs to store keys encrypted."
 )
+
+
+def slow_down_text(retry_after: float) -> str:
+    """A member asked too often: when they may ask again."""
+    at = int(datetime.now(UTC).timestamp() + max(1.0, retry_after))
+    return f"You are asking tunewatch very often; try again <t:{at}:R>."

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from bot.events import Event
+
 # The v6 trainer's run ids; the v3 ids are 10 alphanumerics in the docs (F5jvdzGnYi).
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
@@ -47,27 +49,6 @@ class TrainingState(StrEnum):
     TRAINING_FAILED = "training_failed"
     TRAINING_CANCELLED = "training_cancelled"
     """v6: the run failed (the reason is in ``data.response_dump``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One step line of the log (or a v6 milestone). Its identity is ``seq``, its position."""
-
-    seq: int
-    number: int | None
-    label: str
-    steps_to_go: int | None
-    eta_minutes: int | None
-    raw: str
-    elapsed_seconds: float | None = None
-    """The trainer's ``Time Elapsed``: seconds since training started, when the line says."""
-
-    @property
-    def total_steps(self) -> int | None:
-        """What this line states as the total: its number plus the steps it says are left."""
-        if self.number is None or self.steps_to_go is None:
-            return None
-        return self.number + self.steps_to_go
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +105,7 @@ class TrainingStatus:
     raw_state: str
     finished: bool
     failed: bool
-    steps: tuple[Step, ...]
+    steps: tuple[Event, ...]
     eta_minutes: int | None
     unparsed: tuple[str, ...]
     log_lines: tuple[str, ...]
@@ -147,7 +128,7 @@ class TrainingStatus:
     says are left); None if unknown.
 
     The trainer's stated totals drift within a run (6, 6, 6, 5, 5 for Dreambooth, whose
-    ``Step:3`` comes twice). The latest statement is the trainer's current view, and with the
+    ``Event:3`` comes twice). The latest statement is the trainer's current view, and with the
     done count below it keeps ``done/total`` from going backwards in the real runs (1/6, 2/6,
     3/6, 3/5, 4/5); the largest total ever stated would instead leave a finished run at 4/6
     until the final answer."""

@@ -15,13 +15,13 @@ import re
 from typing import Any
 from urllib.parse import parse_qs
 
+from bot.events import Event
 from bot.sdapi import v6
 from bot.sdapi.errors import SdApiError, UnexpectedResponse
 from bot.sdapi.model import (
     UUID_RE,
     Api,
     ModelInfo,
-    Step,
     TrainingState,
     TrainingStatus,
     api_for,
@@ -33,7 +33,6 @@ __all__ = [
     "UUID_RE",
     "Api",
     "ModelInfo",
-    "Step",
     "TrainingState",
     "TrainingStatus",
     "api_for",
@@ -145,7 +144,7 @@ def _v3_status(
 ) -> TrainingStatus:
     data = obj.get("data") if "data" in obj else obj.get("logs")
     log_lines = split_log(data)
-    steps: list[Step] = []
+    steps: list[Event] = []
     unparsed: list[str] = []
     for seq, line in enumerate(log_lines):
         step = parse_step_line(line, seq)

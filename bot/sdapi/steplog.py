@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from bot.sdapi.model import Step
+from bot.events import Event, step
 
 # Line separators: real newlines, and the legacy literal "/n" when a blank or a capital follows
 # (" /n Step", " /nStep"), so a path like "/nfs/x" inside a log line is not cut in two.
@@ -69,7 +69,7 @@ def split_log(data: Any) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def parse_step_line(line: str, seq: int = 0) -> Step | None:
+def parse_step_line(line: str, seq: int = 0) -> Event | None:
     """A step line as a :class:`Step` (``seq`` is its position in the log), or None."""
     line = line.strip()
     match = _STEP_RE.match(line)
@@ -79,7 +79,7 @@ def parse_step_line(line: str, seq: int = 0) -> Step | None:
     end = _LABEL_END_RE.search(rest)
     label = (rest[: end.start()] if end else rest).strip().strip(":-.").strip()
     to_go = _TO_GO_RE.search(rest)
-    return Step(
+    return step(
         seq=seq,
         number=int(match.group(1)),
         label=label,

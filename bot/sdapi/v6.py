@@ -17,14 +17,19 @@ import math
 import re
 from typing import Any
 
-from bot.sdapi.model import Api, ModelInfo, Step, TrainingState, TrainingStatus
+from bot.events import Event, step
+from bot.sdapi.model import Api, ModelInfo, TrainingState, TrainingStatus
 from bot.sdapi.refusals import one_line, text
 
-STARTED_STEP = Step(0, 1, "Training started", 2, None, "training_started")
-COMPLETED_STEP = Step(
+STARTED_STEP = step(0, 1, "Training started", 2, None, "training_started")
+COMPLETED_STEP = step(
     1, 2, "Training completed: preparing the model for use", 1, None, "training_completed"
 )
-MILESTONES: dict[str, Step] = {step.raw: step for step in (STARTED_STEP, COMPLETED_STEP)}
+MILESTONES: dict[str, Event] = {
+    milestone.raw: milestone
+    for milestone in (STARTED_STEP, COMPLETED_STEP)
+    if milestone.raw is not None
+}
 """The v6 milestone steps by their ``raw`` (what an event stores), for rendering."""
 
 _STARTED = frozenset({"training_started", "started", "training", "running", "in_progress"})
@@ -93,7 +98,7 @@ def parse_v6(obj: dict[str, Any], raw_state: str) -> TrainingStatus:
     model = None
     if finished:
         state: TrainingState | None = TrainingState.MODEL_READY
-        steps: tuple[Step, ...] = (STARTED_STEP, COMPLETED_STEP)
+        steps: tuple[Event, ...] = (STARTED_STEP, COMPLETED_STEP)
         model = model_info(data, inference if isinstance(inference, dict) else {})
     elif failed:
         state = (

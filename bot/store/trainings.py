@@ -186,7 +186,7 @@ class Trainings:
         if rows.events:
             await tx.execute(
                 f"INSERT INTO events (training_id, key_ref, {EVENT_COLUMNS}, observed_at) "
-                f"SELECT *, ? FROM ({json_rows(12)}) WHERE true "
+                f"SELECT *, ? FROM ({json_rows(13)}) WHERE true "
                 "ON CONFLICT DO NOTHING",
                 (now, rows_param(rows.events)),
             )

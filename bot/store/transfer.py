@@ -48,6 +48,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "detail",
         "late",
         "folded",
+        "elapsed_seconds",
         "observed_at",
     ),
     "subscriptions": (

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot.events import step
 from bot.sdapi.errors import (
     ApiUnavailable,
     InvalidApiKey,
@@ -23,7 +24,6 @@ from bot.sdapi.errors import (
 from bot.sdapi.status import (
     Api,
     ModelInfo,
-    Step,
     TrainingState,
     TrainingStatus,
     api_for,
@@ -64,14 +64,14 @@ TRY_AGAIN = b'{"status": "failed", "id": "", "message": "Failed, Try Again", "ou
 FIELD_ERRORS = b'{"status": "error", "message": {"prompt": ["The prompt field is required."]}}'
 
 READY_STEPS = (
-    Step(
+    step(
         0, 1, "Training Started", 5, 30, "Step:1 Training Started, 5 Steps to go : ETA : 30 minutes"
     ),
-    Step(1, 2, "Training Done", 4, 15, "Step:2 Training Done, 4 Steps to go : ETA : 15 minutes"),
-    Step(
+    step(1, 2, "Training Done", 4, 15, "Step:2 Training Done, 4 Steps to go : ETA : 15 minutes"),
+    step(
         2, 3, "Model Uploading", 3, 10, "Step:3 Model Uploading, 3 Steps to go : ETA : 10 minutes"
     ),
-    Step(3, 4, "Model Uploaded", 2, 5, "Step:4 Model Uploaded, 2 Steps to go : ETA : 5 minutes"),
+    step(3, 4, "Model Uploaded", 2, 5, "Step:4 Model Uploaded, 2 Steps to go : ETA : 5 minutes"),
 )
 READY = TrainingStatus(
     state=TrainingState.MODEL_READY,
@@ -155,7 +155,7 @@ def running(data: str, state: str = "training_started") -> bytes:
                 finished=False,
                 failed=False,
                 steps=(
-                    Step(
+                    step(
                         0,
                         1,
                         "Training Started",
@@ -163,7 +163,7 @@ def running(data: str, state: str = "training_started") -> bytes:
                         30,
                         "Step:1 Training Started, 5 Steps to go : ETA : 30 minutes | node gpu-7",
                     ),
-                    Step(
+                    step(
                         1,
                         2,
                         "Training Done",
@@ -194,7 +194,7 @@ def running(data: str, state: str = "training_started") -> bytes:
                 finished=False,
                 failed=False,
                 steps=(
-                    Step(
+                    step(
                         0,
                         1,
                         "Training Started",
@@ -202,7 +202,7 @@ def running(data: str, state: str = "training_started") -> bytes:
                         30,
                         "Step:1 Training Started, 5 Steps to go : ETA : 30 minutes",
                     ),
-                    Step(
+                    step(
                         1,
                         2,
                         "Training Done",
@@ -210,7 +210,7 @@ def running(data: str, state: str = "training_started") -> bytes:
                         15,
                         "Step:2 Training Done, 4 Steps to go : ETA : 15 minutes",
                     ),
-                    Step(
+                    step(
                         2,
                         2,
                         "Training Done",
@@ -243,7 +243,7 @@ def running(data: str, state: str = "training_started") -> bytes:
                 finished=False,
                 failed=True,
                 steps=(
-                    Step(
+                    step(
                         0,
                         1,
                         "Training Started",
@@ -313,7 +313,7 @@ def test_step_line_shapes(
 ) -> None:
     status = parse_status(200, running(line))
     assert status.unparsed == ()
-    assert status.steps == (Step(0, number, label, to_go, eta, line.strip()),)
+    assert status.steps == (step(0, number, label, to_go, eta, line.strip()),)
 
 
 @pytest.mark.parametrize(
@@ -689,10 +689,12 @@ DREAMBOOTH_LINES = [
 def test_trainer_step_lines(
     line: str, number: int, label: str, to_go: int | None, eta: int | None, elapsed: float
 ) -> None:
-    step = parse_step_line(line)
-    assert step == Step(0, number, label, to_go, eta, line, elapsed)
-    assert "|" not in step.label
-    assert "Elapsed" not in step.label
+    parsed = parse_step_line(line)
+    assert parsed == step(0, number, label, to_go, eta, line, elapsed)
+    assert parsed is not None
+    assert parsed.label is not None
+    assert "|" not in parsed.label
+    assert "Elapsed" not in parsed.label
 
 
 @pytest.mark.parametrize("separator", [" /n ", "\n", " /n  /n "])
