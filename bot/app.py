@@ -20,7 +20,7 @@ from bot.sdapi.client import SdApiClient
 from bot.store import Store
 from bot.tracking.delivery import Deliverer, Notifier
 from bot.tracking.tracker import Tracker
-from bot.web import OpsDeps, OpsServer
+from bot.web import HttpLimits, OpsDeps, OpsServer
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,8 @@ class TunewatchBot(commands.Bot):
                     tracker=self.tracker,
                     gateway_connected=self.gateway_connected,
                     webhook_secret=None if secret is None else secret.get_secret_value(),
-                )
+                ),
+                limits=HttpLimits.from_settings(settings),
             )
             await self.ops_server.start(settings.HTTP_HOST, settings.HTTP_PORT)
 

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     HTTP_PORT: Annotated[int, Field(ge=0, le=65535)] | None = None
     PUBLIC_URL: str | None = None
     WEBHOOK_SECRET: SecretStr | None = None
+    HTTP_MAX_CONNECTIONS: Annotated[int, Field(ge=1)] = 128
+    HTTP_READ_TIMEOUT_SECONDS: Annotated[float, Field(gt=0)] = 10.0
 
     @field_validator("LOG_LEVEL")
     @classmethod
