@@ -39,7 +39,7 @@ from bot.sdapi.simulator import DEFAULT_KEY, Simulator
 from tests.support.fakediscord import FakeDiscord
 from tests.support.harness import CHANNEL, GUILD, USER, subscribe, wait_until
 
-SECRET = "flood-bench-webhook-secret-0123456789"
+SECRET = "flood-bench-webhook-secret-0123456789"  # noqa: S105 (the benchmark's own)
 TRICKLE_SECONDS = 5.0
 PROBE_EVERY = 1.0
 PROBE_TIMEOUT = 3.0
@@ -192,7 +192,7 @@ async def probe_status(fake: FakeDiscord, stop: asyncio.Event, stats: ProbeStats
             user_id=USER,
         )
         with contextlib.suppress(TimeoutError):
-            await fake.wait_for(lambda _: interaction.acknowledged, timeout=5)
+            await fake.wait_for(lambda _, i=interaction: i.acknowledged, timeout=5)
         if interaction.acknowledged and not interaction.late:
             stats.status_acknowledged += 1
         await asyncio.sleep(STATUS_EVERY)

@@ -59,7 +59,8 @@ async def serve(args: argparse.Namespace) -> None:
     )
     await server.start("127.0.0.1", 0)
     held = hold_all_files_but(args.spare_files) if args.spare_files is not None else []
-    print(f"PORT {server.port}", flush=True)
+    sys.stdout.write(f"PORT {server.port}\n")
+    sys.stdout.flush()
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
