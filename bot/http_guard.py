@@ -316,6 +316,12 @@ class GuardedListener:
         """Connections open now."""
         return len(self._by_handler)
 
+    def states(self) -> dict[str, int]:
+        """Connections open now by where they stand (stalled, fresh, arrived, busy)."""
+        counts = {state: len(shelf) for state, shelf in self._shelves.items()}
+        counts[BUSY] = len(self._by_handler) - sum(counts.values())
+        return counts
+
     @property
     def middleware(self) -> Middleware:
         """The aiohttp middleware that tells the guard when a request is in and when answered."""

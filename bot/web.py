@@ -31,6 +31,8 @@ MAX_WEBHOOK_BODY = 64 * 1024
 POKE_DEBOUNCE_SECONDS = 2.0
 # The scheduler wakes at least every few seconds; a tick older than this means it is stuck.
 TICK_MAX_AGE_SECONDS = 60.0
+# Every endpoint answers within a few seconds (/healthz gives the database 2 s).
+SHUTDOWN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,10 @@ class OpsServer:
         """HTTP connections open now."""
         return 0 if self._guard is None else self._guard.connections
 
+    def connection_states(self) -> dict[str, int]:
+        """HTTP connections open now by where they stand (see bot/http_guard.py)."""
+        return {} if self._guard is None else self._guard.states()
+
     @property
     def max_connections(self) -> int | None:
         """The cap in force (HTTP_MAX_CONNECTIONS, or less under a low file limit)."""
@@ -120,6 +126,9 @@ class OpsServer:
             self.make_app(),
             access_log=None,
             logger=ServerLog(server_log, self._server_bursts, self._mask),
+            # The bot's shutdown waits this long at most for requests being answered (aiohttp's
+            # default is 60 s); connections waiting for a request are closed at once.
+            shutdown_timeout=SHUTDOWN_SECONDS,
         )
         await self._runner.setup()
         server = self._runner.server

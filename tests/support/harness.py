@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -71,8 +72,9 @@ async def running_bot(env: dict[str, str]) -> AsyncIterator[TunewatchBot]:
 class BotProcess:
     """`python -m bot` as an operator runs it, killable without a clean shutdown."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *, nofile: int | None = None) -> None:
         self.env = env
+        self.nofile = nofile  # its limit on open files (RLIMIT_NOFILE), as systemd's LimitNOFILE=
         self.proc: asyncio.subprocess.Process | None = None
         self.output = bytearray()
         self._reader: asyncio.Task[None] | None = None
@@ -92,8 +94,14 @@ class BotProcess:
             env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=None if self.nofile is None else self._limit_files,
         )
         self._reader = asyncio.create_task(self._read())
+
+    def _limit_files(self) -> None:
+        assert self.nofile is not None
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, hard))
 
     async def _read(self) -> None:
         assert self.proc is not None
