@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 # accept() failing with these means no descriptor (or no kernel memory) is left for a socket.
 _OUT_OF_FILES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_RETRY_SECONDS = 1.0
+ACCEPT_ERROR_PAUSE_SECONDS = 0.05
 # A burst of like events ends after this long without one; a long one is summed up this often.
 BURST_QUIET_SECONDS = 10.0
 BURST_REPORT_SECONDS = 300.0
@@ -212,7 +213,10 @@ class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
             self.logger.log(level, "%s\n%s", text, self._mask(trace.rstrip()))
 
     def _text(self, msg: object, args: tuple[object, ...]) -> str:
-        text = str(msg) % args if args else str(msg)
+        try:
+            text = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError):  # as logging itself would, never raise into aiohttp
+            text = f"{msg} {args!r}"
         return self._mask(text)
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
@@ -413,6 +417,8 @@ class GuardedListener:
         while True:
             try:
                 sock, _address = await loop.sock_accept(listener)
+            except ConnectionError:
+                continue  # the client gave up before it was accepted (ECONNABORTED)
             except OSError as exc:
                 if exc.errno in _OUT_OF_FILES:
                     self._events.note(
@@ -422,7 +428,13 @@ class GuardedListener:
                         "second, the bot's own connections come first",
                     )
                     await asyncio.sleep(ACCEPT_RETRY_SECONDS)
-                # Anything else (ECONNABORTED...) concerns one client, which gave up.
+                else:
+                    # Linux reports some network errors of the pending connection here; a short
+                    # pause keeps an error that repeats from spinning the loop.
+                    self._events.note(
+                        "accept failed", logging.WARNING, f"HTTP server accept() failed: {exc!r}"
+                    )
+                    await asyncio.sleep(ACCEPT_ERROR_PAUSE_SECONDS)
                 continue
             if not self._make_room():
                 sock.close()

@@ -48,9 +48,10 @@ class Tracker:
 
 @contextlib.asynccontextmanager
 async def ops_server(
-    tmp_path: Path, limits: HttpLimits, tracker: Tracker | None = None
+    tmp_path: Path, limits: HttpLimits, tracker: Tracker | None = None, store: Store | None = None
 ) -> AsyncIterator[OpsServer]:
-    store = await Store.open(tmp_path / "web.db")
+    owned = store is None
+    store = store or await Store.open(tmp_path / "web.db")
     server = OpsServer(
         OpsDeps(
             store=store,
@@ -65,7 +66,8 @@ async def ops_server(
         yield server
     finally:
         await server.stop()
-        await store.close()
+        if owned:
+            await store.close()
 
 
 @pytest.fixture
@@ -332,3 +334,22 @@ async def test_out_of_file_descriptors_accepting_waits_and_says_so_once(
     starved = [line for line in lines if "cannot accept connections: Too many open files" in line]
     assert 1 <= len(starved) <= 2, lines
     assert len(lines) <= 10, lines
+
+
+@pytest.mark.allow_errors
+async def test_a_failing_handler_logs_its_traceback_once_per_burst(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await Store.open(tmp_path / "web.db")
+    limits = HttpLimits(max_connections=10, read_timeout=5)
+    async with ops_server(tmp_path, limits, store=store) as server:
+        assert server.port is not None
+        await store.close()  # /metrics now fails in its handler: a 500
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HANG)) as http:
+            for _ in range(5):
+                async with http.get(f"http://127.0.0.1:{server.port}/metrics") as response:
+                    assert response.status == 500
+    errors = [r for r in caplog.records if r.name == "bot.web.server"]
+    assert [r.levelno for r in errors] == [logging.ERROR, logging.ERROR]
+    assert "Traceback (most recent call last)" in errors[0].getMessage()
+    assert "(4 more like it in" in errors[1].getMessage()
