@@ -8,7 +8,8 @@ that has no limit on connections, while aiohttp has no deadline for a request's 
 since aiohttp 3.14; ``read_bufsize`` and the header limits bound memory, not time). Past the
 process's file limit, asyncio's accept path on Python 3.11 logs a traceback for every failed
 ``accept()`` and reschedules itself once per failure (CPython issue gh-151615): 1,100 slow
-connections under a limit of 1,024 files wrote 221 MB of tracebacks to stderr in 60 s. So the
+connections under a limit of 1,024 files wrote 60,000 tracebacks (27 MB) to stderr in 60 s, and
+420,000 (188 MB) when each closed connection came back at once (benchmarks/http_flood.py). So the
 guard accepts itself (``loop.sock_accept``), hands each socket to aiohttp's own request handler
 (``loop.connect_accepted_socket``), and keeps the books around it:
 
@@ -57,7 +58,6 @@ BURST_QUIET_SECONDS = 10.0
 BURST_REPORT_SECONDS = 300.0
 # Malformed request lines are the client's text: one line, and not a long one.
 MAX_LOGGED_CHARS = 300
-_SUMMARY = "tunewatch_burst_summary"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -160,7 +160,6 @@ class BurstLog:
             run.more,
             now - run.reported,
             state,
-            extra={_SUMMARY: True},
         )
         run.more = 0
         run.reported = now
@@ -202,13 +201,15 @@ class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
             self.logger.debug("%s: %r", text, exc)
             return
         if isinstance(exc, HttpProcessingError):
-            line = " ".join(f"{text}: {type(exc).__name__}: {exc}".split())
-            line = self._mask(line[:MAX_LOGGED_CHARS])
+            # Masked before it is cut: a cut could leave half a secret past the mask's reach.
+            line = self._mask(" ".join(f"{text}: {type(exc).__name__}: {exc}".split()))
+            line = line[:MAX_LOGGED_CHARS]
             if self._bursts.starts(("bad request", type(exc).__name__), line, logging.WARNING):
                 self.logger.warning("%s", line)
             return
         # A failure of our own handlers: keep the traceback, once per burst.
-        if self._bursts.starts((str(msg), type(exc).__name__), f"{text}: {exc!r}", level):
+        label = self._mask(f"{text}: {exc!r}")
+        if self._bursts.starts((str(msg), type(exc).__name__), label, level):
             trace = "".join(traceback.format_exception(exc))
             self.logger.log(level, "%s\n%s", text, self._mask(trace.rstrip()))
 
