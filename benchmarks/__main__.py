@@ -22,6 +22,7 @@ BENCHMARKS = {
     "discord_pacing": "benchmarks.discord_pacing",
     "latency": "benchmarks.latency",
     "restart": "benchmarks.restart",
+    "http_flood": "benchmarks.http_flood",
 }
 
 

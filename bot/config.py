@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     HTTP_PORT: Annotated[int, Field(ge=0, le=65535)] | None = None
     PUBLIC_URL: str | None = None
     WEBHOOK_SECRET: SecretStr | None = None
+    HTTP_MAX_CONNECTIONS: Annotated[int, Field(ge=1, le=65536)] = 128
+    HTTP_READ_TIMEOUT_SECONDS: Annotated[float, Field(gt=0, le=300)] = 10.0
 
     @model_validator(mode="before")
     @classmethod

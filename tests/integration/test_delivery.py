@@ -4,11 +4,9 @@ tests cover the real one)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from bot.tracking.delivery import (
     TransientDeliveryError,
     make_nonce,
 )
+from tests.support.disk import TinyDisk
 from tests.support.harness import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -77,41 +76,6 @@ class RecordingNotifier:
 
     def seqs(self, sub_id: int) -> list[int]:
         return [seq for sub, seq, _, _ in self.sent if sub == sub_id]
-
-
-class TinyDisk:
-    """A 1 MiB tmpfs: a real full disk, made full and freed at will (needs root to mount)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._filler = path / "filler"
-
-    def fill(self) -> None:
-        """Take every free byte."""
-        with contextlib.suppress(OSError), self._filler.open("ab") as out:
-            while True:
-                out.write(b"\0" * 4096)
-                out.flush()
-
-    def free(self) -> None:
-        self._filler.unlink(missing_ok=True)
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[TinyDisk]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode:
-        pytest.skip(f"a tmpfs cannot be mounted here ({done.stderr.decode().strip()})")
-    try:
-        yield TinyDisk(mount)
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.fixture
