@@ -227,9 +227,7 @@ class Database:
             raise SchemaTooNew(self.path, current, known)
         pending = sorted((v, script) for v, script in migrations.items() if v > current)
         if pending:
-            log.info(
-                "updating the database schema from version %d to %d", current, pending[-1][0]
-            )
+            log.info("updating the database schema from version %d to %d", current, pending[-1][0])
         for version, script in pending:
             async with self.transaction() as tx:
                 # executescript would commit on its own: run the statements inside ours.
