@@ -23,6 +23,7 @@ BENCHMARKS = {
     "latency": "benchmarks.latency",
     "restart": "benchmarks.restart",
     "store_contention": "benchmarks.store_contention",
+    "poll_policy": "benchmarks.poll_policy",
 }
 
 
