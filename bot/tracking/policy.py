@@ -86,6 +86,10 @@ class Clamp(StrEnum):
     MAX = "clamped to maximum"
 
 
+# A gap longer than about 30 years is a typo; refusing it keeps every sum of times finite.
+_MAX_GAP = 1e9
+
+
 @dataclass(frozen=True, slots=True)
 class Bounds:
     """The operator's settings: the shortest and longest gap between two polls of one training
@@ -98,10 +102,10 @@ class Bounds:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.min_gap) and self.min_gap > 0):
             raise ValueError(f"the shortest poll gap must be a positive number, not {self.min_gap}")
-        if not (math.isfinite(self.max_gap) and self.max_gap >= self.min_gap):
+        if not (self.min_gap <= self.max_gap <= _MAX_GAP):
             raise ValueError(
                 f"the longest poll gap ({self.max_gap}) must be a number at least the shortest "
-                f"({self.min_gap})"
+                f"({self.min_gap}) and at most {_MAX_GAP:.0e} seconds"
             )
         if not (math.isfinite(self.jitter) and 0 <= self.jitter < 1):
             raise ValueError(f"the poll jitter must be in [0, 1), not {self.jitter}")
@@ -119,7 +123,7 @@ class Tuning:
     """The adaptive policy's constants. The defaults are the ones ``benchmarks/poll_policy``
     measured; the benchmark varies them, the bot does not."""
 
-    lead: float = 1.5
+    lead: float = 2.0
     """Dense polling starts this many spreads before the expected end of the stage."""
     aim: float = 1.0
     """One dense poll lands this many spreads after the expected end, the others every
@@ -127,6 +131,9 @@ class Tuning:
     instead of anywhere in a gap."""
     linger: float = 2.5
     """Dense polling lasts this many spreads after the expected end..."""
+    dense_polls: float = 14.0
+    """At most this many polls from the start of dense polling to its end: a vague
+    expectation narrows the window instead."""
     backoff: float = 0.25
     """...then each gap grows by this share of the time since, up to ``max_gap``."""
     fallback: float = 2.0
@@ -481,6 +488,8 @@ class Learned:
 
 
 _MAD_TO_SD = 1.4826
+# No stage of a training lasts a month: a longer "length" comes from a clock that jumped.
+_MAX_STAGE = 30 * 86_400.0
 _OUTLIER_SPREADS = 4.0
 _EM_ROUNDS = 40
 
@@ -513,7 +522,7 @@ def learn_stage_lengths(runs: Iterable[RunRecord]) -> Learned:
                 lo = windows[i + 1][0] - windows[i][1]
                 hi = windows[i + 1][1] - windows[i][0]
             lo = max(lo, 0.0)
-            if not (_finite(lo) and _finite(hi) and hi > 0 and lo <= hi):
+            if not (0 < hi <= _MAX_STAGE and lo <= hi):
                 continue
             keys = [(TrainingKind.UNKNOWN, sighting.stage)]
             if run.kind is not TrainingKind.UNKNOWN:
@@ -531,7 +540,7 @@ def learn_stage_lengths(runs: Iterable[RunRecord]) -> Learned:
         stats[key] = StageStats(len(kept), mean, sd)
     for key, rows in eta_rows.items():
         fit = _fit_eta(rows)
-        if fit is not None:
+        if fit is not None and all(_finite(v) for v in fit):
             n, slope, intercept, sd = fit
             stats[key] = replace(
                 stats[key], eta_samples=n, eta_slope=slope, eta_intercept=intercept, eta_spread=sd
@@ -549,7 +558,7 @@ def _windows(marks: Sequence[Sighting]) -> list[tuple[float, float]]:
     # Each stamped line bounds when the trainer's clock read zero; the newest that agree pin it.
     z_lo, z_hi = -math.inf, math.inf
     for (lo, hi), s in zip(reversed(raw), reversed(marks), strict=True):
-        if s.elapsed_seconds is None or lo == hi:
+        if s.elapsed_seconds is None or not lo < hi or not _finite(lo + hi + s.elapsed_seconds):
             continue
         a, b = lo - s.elapsed_seconds, hi - s.elapsed_seconds
         if max(a, z_lo) > min(b, z_hi):
@@ -557,7 +566,7 @@ def _windows(marks: Sequence[Sighting]) -> list[tuple[float, float]]:
         z_lo, z_hi = max(a, z_lo), min(b, z_hi)
     windows = []
     for (lo, hi), s in zip(raw, marks, strict=True):
-        if s.elapsed_seconds is not None and _finite(z_lo) and _finite(z_hi):
+        if s.elapsed_seconds is not None and _finite(z_lo + z_hi + s.elapsed_seconds):
             a, b = max(lo, z_lo + s.elapsed_seconds), min(hi, z_hi + s.elapsed_seconds)
             if a <= b:
                 lo, hi = a, b
@@ -691,6 +700,8 @@ class PollPlan:
 
 # Above this a float clock has less than a millisecond of resolution; no Unix clock gets there.
 _MAX_CLOCK = 1e12
+# Expectations further than this from now (about three years) are as good as none.
+_FAR = 1e8
 
 
 def plan_next_poll(
@@ -723,26 +734,41 @@ def plan_next_poll(
     if expected is None:
         gap = tuning.fallback * g * (1 + bounds.jitter * (2 * r - 1))
         return _plan(now, gap, Reason.FALLBACK, bounds)
-    end, spread = expected.end, expected.spread
-    aim = end + tuning.aim * spread
-    dense_from = end - tuning.lead * spread
-    dense_to = max(aim, end + tuning.linger * spread)
-    if now >= dense_to:
-        gap = g + tuning.backoff * (now - dense_to)
-        gap *= 1 + bounds.jitter * (2 * r - 1)
-        return _plan(now, gap, Reason.OVERDUE, bounds, end)
-    # Dense polls fall on a grid through `aim`, every `g`; go to the first one at or after
-    # `dense_from` (and at least `g` away).
-    target = max(dense_from, now + g)
-    first = aim + math.ceil((target - aim) / g) * g
-    gap = first - now
+    # Relative to now from here: an expectation years away (a clock that jumped) stays finite.
+    end = expected.end - now
+    spread = expected.spread
+    if not (abs(end) <= _FAR and spread <= _FAR):
+        return _plan(now, big, Reason.OVERDUE if end < 0 else expected.source, bounds)
+    # Dense polling from `lead` spreads before the expected end to `linger` after it. A vague
+    # expectation would make that long: it gets `dense_polls` polls at most, around the end;
+    # and one vaguer still is no better than the first round's interval there.
+    lead, linger = tuning.lead * spread, tuning.linger * spread
+    vague = lead + linger > 2 * tuning.dense_polls * g
+    if lead + linger > tuning.dense_polls * g and not vague:
+        shrink = tuning.dense_polls * g / (lead + linger)
+        lead, linger = lead * shrink, linger * shrink
+    dense_from, dense_to = end - lead, end + linger
+    if dense_to <= 0:
+        gap = (g + tuning.backoff * -dense_to) * (1 + bounds.jitter * (2 * r - 1))
+        return _plan(now, gap, Reason.OVERDUE, bounds, expected.end)
+    if vague and tuning.fallback * g >= dense_from:
+        gap = tuning.fallback * g * (1 + bounds.jitter * (2 * r - 1))
+        return _plan(now, gap, expected.source, bounds, expected.end)
+    # Dense polls fall on a grid through `aim`, every `g`: go to the first one at or after
+    # `dense_from` (and at least `g` away); past `aim` (or when the stage showed too late to
+    # reach it), as soon as allowed.
+    aim = min(end + tuning.aim * spread, dense_to)
+    target = max(dense_from, g)
+    # (On the grid already, rounding must not skip the next point: hence the nudge.)
+    steps = min(math.ceil((target - aim) / g - 1e-9), 0) if aim > target else 0
+    gap = aim + steps * g if aim > target else target
     clamped = None
     if gap > big:
         # Too far for one gap: wait as long as allowed but leave room to land on the grid.
         gap = max(g, min(big, gap - g)) * (1 - bounds.jitter * r)
-    elif gap < 2 * g and dense_from <= now + g:
+    elif gap < 2 * g and dense_from <= g:
         clamped = Clamp.MIN  # polling as often as allowed
-    return _plan(now, gap, expected.source, bounds, end, clamped)
+    return _plan(now, gap, expected.source, bounds, expected.end, clamped)
 
 
 def _unit(value: float) -> float:
@@ -778,11 +804,13 @@ def _plan(
 def expect_stage_end(
     obs: Observation, now: float, learned: Learned, tuning: Tuning = DEFAULT_TUNING
 ) -> Expectation | None:
-    """When the current stage should end: from the ETA when it is plausible and predicts
-    better than past runs did, else from the stage's learned length; None without either."""
+    """When the current stage should end: from the ETA on its line when that is plausible and
+    predicted better than the stage's learned length in past runs, else from that length;
+    scaled by the run's pace when its finished stages were far off their predictions. None
+    when past runs say nothing of the stage."""
     current = obs.current
     stats = learned.get(obs.kind, current.stage, tuning.min_samples)
-    if stats is None or not (_finite(stats.length) and _finite(stats.spread)):
+    if stats is None:
         return None
     start = _start_of(current)
     start_spread = current.began_spread or 0.0
@@ -790,52 +818,65 @@ def expect_stage_end(
         return None
     start = min(start, now)  # a clock that went back: the stage began by now at the latest
     pace = _pace(obs, learned, tuning)
-    off_pace = not (1 / tuning.pace_trigger <= pace <= tuning.pace_trigger)
-    if not off_pace:
-        pace = 1.0
-    length = max(0.0, stats.length * pace)
-    spread = math.hypot(max(stats.spread * pace, tuning.spread_floor), start_spread)
-    best = Expectation(start + length, spread, Reason.LEARNED)
-    eta = current.eta_minutes
-    if (
-        not off_pace
-        and eta is not None
-        and _finite(eta)
-        and 0 < eta <= tuning.eta_max_minutes
-        and stats.eta_slope is not None
-        and stats.eta_intercept is not None
-        and stats.eta_spread is not None
-        and _finite(stats.eta_slope)
-        and _finite(stats.eta_intercept)
-        and _finite(stats.eta_spread)
-    ):
-        eta_length = stats.eta_slope * eta + stats.eta_intercept
-        eta_spread = math.hypot(max(stats.eta_spread, tuning.spread_floor), start_spread)
-        agrees = abs(eta_length - length) <= tuning.eta_agreement * max(spread, eta_spread)
-        if eta_length > 0 and agrees and eta_spread < spread:
-            best = Expectation(start + eta_length, eta_spread, Reason.ETA)
-    if not (_finite(best.end) and _finite(best.spread)):
+    if 1 / tuning.pace_trigger <= pace <= tuning.pace_trigger:
+        predicted = _predict(stats, current.eta_minutes, tuning)
+        if predicted is None:
+            return None
+        length, spread, source = predicted
+    else:
+        # Off pace: its ETA is not to be believed; its learned lengths, scaled, may be.
+        if not (_finite(stats.length) and _finite(stats.spread)):
+            return None
+        length, spread, source = stats.length * pace, stats.spread * pace, Reason.LEARNED
+    spread = math.hypot(max(spread, tuning.spread_floor), start_spread)
+    end = start + max(length, 0.0)
+    if not (_finite(end) and _finite(spread)):
         return None
-    return best
+    return Expectation(end, spread, source)
+
+
+def _predict(
+    stats: StageStats, eta: float | None, tuning: Tuning
+) -> tuple[float, float, Reason] | None:
+    """(length, spread, source) of a stage from what past runs say and the ETA on its line."""
+    if not (_finite(stats.length) and _finite(stats.spread)):
+        return None
+    best = (stats.length, stats.spread, Reason.LEARNED)
+    if (
+        eta is None
+        or not 0 < eta <= tuning.eta_max_minutes
+        or stats.eta_slope is None
+        or stats.eta_intercept is None
+        or stats.eta_spread is None
+    ):
+        return best
+    length = stats.eta_slope * eta + stats.eta_intercept
+    spread = stats.eta_spread
+    if not (_finite(length) and _finite(spread) and length > 0 and spread < stats.spread):
+        return best
+    # An ETA far from what the stage usually takes is a broken ETA, not a strange run.
+    if abs(length - stats.length) > tuning.eta_agreement * stats.spread:
+        return best
+    return length, spread, Reason.ETA
 
 
 def _pace(obs: Observation, learned: Learned, tuning: Tuning) -> float:
-    """How many times longer than learned this run's finished stages took, from those that
-    were measured well enough and differ beyond the usual spread; 1 when none do."""
+    """How many times longer than predicted this run's finished stages took, from those that
+    were measured well enough and differ beyond the prediction's spread; 1 when none do."""
     logs = []
-    stages = obs.stages
-    for before, after in itertools.pairwise(stages):
+    for before, after in itertools.pairwise(obs.stages):
         if before.began_spread is None or after.began_spread is None:
             continue
         stats = learned.get(obs.kind, before.stage, tuning.min_samples)
-        if stats is None or not (_finite(stats.length) and stats.length > 0):
+        predicted = None if stats is None else _predict(stats, before.eta_minutes, tuning)
+        if predicted is None or not predicted[0] > 0:
             continue
         length = _start_of(after) - _start_of(before)
-        blur = before.began_spread + after.began_spread
-        if not (_finite(length) and length > 0 and length > 4 * blur):
+        blur = abs(before.began_spread) + abs(after.began_spread)
+        if not (0 < length <= _MAX_STAGE and length > 4 * blur):
             continue
-        if abs(length - stats.length) > 3 * math.hypot(stats.spread, blur):
-            logs.append(max(-2.0, min(2.0, math.log(length / stats.length))))
+        if abs(length - predicted[0]) > 3 * math.hypot(predicted[1], blur):
+            logs.append(max(-2.0, min(2.0, math.log(length / predicted[0]))))
     if not logs:
         return 1.0
     return math.exp(statistics.median(logs))
