@@ -292,13 +292,23 @@ def replay_one(
 
 
 @dataclass(frozen=True, slots=True)
-class Result:
-    """A policy's figures over all the timelines."""
+class Figures:
+    """Requests per training and step-to-message delay percentiles (seconds)."""
 
-    requests: float  # per training
+    requests: float
     p50: float
     p95: float
-    by_kind: dict[str, tuple[float, float, float]]
+
+    def __str__(self) -> str:
+        return f"{self.requests:.1f} req, p50 {self.p50:.1f} s, p95 {self.p95:.1f} s"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A policy's figures over all the timelines, and per group of them."""
+
+    all: Figures
+    groups: dict[str, Figures]  # per kind, and "on ETA" / "off ETA"
 
 
 def replay_all(timelines: Sequence[Timeline], planner: Planner, seed: int = SEED) -> Result:
@@ -309,9 +319,7 @@ def replay_all(timelines: Sequence[Timeline], planner: Planner, seed: int = SEED
     known: list[RunRecord] = []
     learned = Learned()
     learned_from = 0
-    requests = 0
-    delays: list[float] = []
-    per_kind: dict[str, tuple[int, int, list[float]]] = {}
+    runs: list[tuple[Timeline, Replay]] = []
     for i, timeline in enumerate(timelines):
         created = i * CREATED_EVERY
         while finished and finished[0][0] <= created:
@@ -321,21 +329,21 @@ def replay_all(timelines: Sequence[Timeline], planner: Planner, seed: int = SEED
             learned_from = len(known)
         run = replay_one(timeline, planner, learned, rng)
         heapq.heappush(finished, (created + run.ended_at, i, run.record))
-        requests += run.requests
-        delays += run.delays
-        count, reqs, kind_delays = per_kind.get(timeline.kind, (0, 0, []))
-        per_kind[timeline.kind] = (count + 1, reqs + run.requests, kind_delays + run.delays)
-    p50, p95 = _percentiles(delays)
-    by_kind = {
-        kind: (reqs / count, *_percentiles(kind_delays))
-        for kind, (count, reqs, kind_delays) in sorted(per_kind.items())
-    }
-    return Result(requests / len(timelines), p50, p95, by_kind)
+        runs.append((timeline, run))
+    groups: dict[str, list[Replay]] = {}
+    for timeline, run in runs:
+        groups.setdefault(timeline.kind, []).append(run)
+        groups.setdefault("off ETA" if timeline.off_eta else "on ETA", []).append(run)
+    return Result(
+        _figures([run for _, run in runs]),
+        {name: _figures(group) for name, group in sorted(groups.items())},
+    )
 
 
-def _percentiles(values: list[float]) -> tuple[float, float]:
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return cuts[49], cuts[94]
+def _figures(runs: Sequence[Replay]) -> Figures:
+    delays = [d for run in runs for d in run.delays]
+    cuts = statistics.quantiles(delays, n=100, method="inclusive")
+    return Figures(statistics.fmean(run.requests for run in runs), cuts[49], cuts[94])
 
 
 def first_round(interval: float = FIXED_INTERVAL, jitter: float = FIXED_JITTER) -> Planner:
@@ -378,20 +386,28 @@ def equal_p95(points: Sequence[tuple[float, float, float]], p95: float) -> tuple
 async def run(quick: bool) -> list[Figure]:
     count = QUICK_TIMELINES if quick else TIMELINES
     timelines = make_timelines(count)
-    fixed = replay_all(timelines, first_round())
-    adaptive = replay_all(timelines, policy_planner(Bounds.from_settings(30.0)))
+    fixed = replay_all(timelines, first_round()).all
+    result = replay_all(timelines, policy_planner(Bounds.from_settings(30.0)))
+    adaptive = result.all
+    # The floor for what cannot be predicted to a few seconds: every training every 30 s.
+    floor = replay_all(timelines, first_round(30.0, 0.0)).all
     sweep = [
         (interval, r.requests, r.p95)
         for interval in (SWEEP_INTERVALS[::2] if quick else SWEEP_INTERVALS)
-        for r in [replay_all(timelines, policy_planner(Bounds.from_settings(interval)))]
+        for r in [replay_all(timelines, policy_planner(Bounds.from_settings(interval))).all]
     ]
     cheap, at_interval = equal_p95(sweep, fixed.p95)
     v6 = make_timelines(count // 5, lora_share=0.0, v6_share=1.0)
-    v6_fixed = replay_all(v6, first_round())
-    v6_adaptive = replay_all(v6, policy_planner(Bounds.from_settings(30.0)))
-    label = f"{count:,} timelines"
+    v6_fixed = replay_all(v6, first_round()).all
+    v6_adaptive = replay_all(v6, policy_planner(Bounds.from_settings(30.0))).all
+    groups = "; ".join(f"{name}: {figures}" for name, figures in result.groups.items())
     return [
-        Figure("poll_policy fixed 60s requests", fixed.requests, "req/training", note=label),
+        Figure(
+            "poll_policy fixed 60s requests",
+            fixed.requests,
+            "req/training",
+            note=f"{count:,} timelines",
+        ),
         Figure("poll_policy fixed 60s delay p50", fixed.p50, "s"),
         Figure("poll_policy fixed 60s delay p95", fixed.p95, "s"),
         Figure(
@@ -400,7 +416,7 @@ async def run(quick: bool) -> list[Figure]:
             "req/training",
             f"<= {fixed.requests:.1f}",
             adaptive.requests <= fixed.requests,
-            _kinds(adaptive),
+            groups,
         ),
         Figure(
             "poll_policy adaptive delay p50",
@@ -415,6 +431,8 @@ async def run(quick: bool) -> list[Figure]:
             "s",
             f"<= {fixed.p95 / 2:.1f}",
             adaptive.p95 <= fixed.p95 / 2,
+            f"floor: polling every training every 30 s costs {floor.requests:.1f} req "
+            f"for p95 {floor.p95:.1f} s",
         ),
         Figure(
             "poll_policy equal-p95 requests",
@@ -429,15 +447,6 @@ async def run(quick: bool) -> list[Figure]:
             "poll_policy v6 adaptive requests",
             v6_adaptive.requests,
             "req/training",
-            note=f"fixed {v6_fixed.requests:.1f}; delay p50/p95 adaptive "
-            f"{v6_adaptive.p50:.1f}/{v6_adaptive.p95:.1f} s, fixed "
-            f"{v6_fixed.p50:.1f}/{v6_fixed.p95:.1f} s; {len(v6)} runs without ETA",
+            note=f"{len(v6)} v6 runs (no log, no ETA): adaptive {v6_adaptive}; fixed {v6_fixed}",
         ),
     ]
-
-
-def _kinds(result: Result) -> str:
-    return "; ".join(
-        f"{kind} {r:.1f} req p50 {p50:.1f} p95 {p95:.1f}"
-        for kind, (r, p50, p95) in result.by_kind.items()
-    )

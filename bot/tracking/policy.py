@@ -145,7 +145,7 @@ class Tuning:
     """Seconds: no prediction is trusted to better than this."""
     eta_max_minutes: float = 24 * 60.0
     """An ETA above this (or at most 0) is not believed."""
-    eta_agreement: float = 4.0
+    eta_agreement: float = 3.0
     """An ETA-based prediction further than this many spreads from the learned length's is not
     believed either."""
     pace_trigger: float = 1.3
@@ -389,9 +389,12 @@ def _trainer_zero(stages: Sequence[Sighting]) -> tuple[float, float] | None:
     whose start is placed: their precision-weighted mean."""
     weight = total = 0.0
     for s in stages:
-        if s.elapsed_seconds is None or s.began_at is None or s.began_spread is None:
+        spread = s.began_spread
+        if s.elapsed_seconds is None or s.began_at is None or spread is None:
             continue
-        w = 1 / max(s.began_spread, _MIN_SPREAD) ** 2
+        if not 0 <= spread <= _FAR:
+            continue
+        w = 1 / max(spread, _MIN_SPREAD) ** 2
         weight += w
         total += w * (s.began_at - s.elapsed_seconds)
     if weight == 0 or not _finite(total):
@@ -408,10 +411,10 @@ _SQRT12 = math.sqrt(12)
 def _posterior(lo: float, hi: float, factors: Sequence[tuple[float, float]]) -> tuple[float, float]:
     """Mean and standard deviation of a time known to lie in [lo, hi], with normal beliefs
     (mean, sd) about it; beliefs the interval rules out give way to a flat one."""
-    factors = [(m, max(s, _MIN_SPREAD)) for m, s in factors if _finite(m) and _finite(s)]
+    factors = [(m, max(s, _MIN_SPREAD)) for m, s in factors if _finite(m) and 0 <= s <= _FAR]
     if factors:
-        precision = sum(1 / s**2 for _, s in factors)
-        mean = sum(m / s**2 for m, s in factors) / precision
+        precision = sum(1 / (s * s) for _, s in factors)
+        mean = sum(m / (s * s) for m, s in factors) / precision
         moments = _truncated(mean, 1 / math.sqrt(precision), lo, hi)
         if moments is not None:
             return moments[0], math.sqrt(moments[1])
@@ -498,54 +501,75 @@ def learn_stage_lengths(runs: Iterable[RunRecord]) -> Learned:
     """Per kind of training and per stage: the length's mean and spread, and how the ETA on
     the stage's line predicts it, from finished runs.
 
-    What a run shows of a stage's length is an interval: the stage began between the poll
-    that first showed it and the poll before (narrowed by the trainer's elapsed stamps, which
-    all the run's stamped lines pin down together), and ended likewise; between two stamped
-    lines the stamps' difference is exact. The figures are the maximum-likelihood fit of a
-    normal law to those intervals (by expectation-maximisation), so where the polls happened
-    to fall does not bias them. Outliers (beyond four robust spreads of the median, such as a
-    run stalled for an hour, or far off its ETA) do not count, nor do impossible samples
-    (lengths not positive or not finite, from a clock that jumped). A stage already there at
-    the first poll counts from that poll (a training is mostly followed from its creation; one
-    followed later shortens the fit a little, which polls early rather than late).
+    A run shows a stage's length only roughly: the stage began between the poll that first
+    showed it and the poll before (narrowed by the trainer's elapsed stamps, which all the
+    run's stamped lines pin down together), and ended likewise; between two stamped lines the
+    stamps' difference is exact. The figures are the maximum-likelihood fit of a normal law
+    to what the polls show (by expectation-maximisation over those intervals), so where the
+    polls happened to fall does not bias them. Outliers (beyond four robust spreads of the
+    median, such as a run stalled for an hour, or far off its ETA) do not count, nor do
+    impossible samples (lengths not positive or not finite, from a clock that jumped). A stage
+    already there at the first poll counts from that poll (a training is mostly followed from
+    its creation; one followed later shortens the fit a little, which polls early rather than
+    late).
     """
-    spans: dict[tuple[TrainingKind, str], list[tuple[float, float]]] = {}
-    eta_rows: dict[tuple[TrainingKind, str], list[tuple[float, float, float]]] = {}
+    samples: dict[tuple[TrainingKind, str], list[_Sample]] = {}
+    eta_samples: dict[tuple[TrainingKind, str], list[_Sample]] = {}
     for run in runs:
         marks = [*run.stages, run.ended]
         windows = _windows(marks)
         for i, sighting in enumerate(run.stages):
-            a, b = sighting.elapsed_seconds, marks[i + 1].elapsed_seconds
-            if a is not None and b is not None and b > a:
-                lo = hi = b - a
-            else:
-                lo = windows[i + 1][0] - windows[i][1]
-                hi = windows[i + 1][1] - windows[i][0]
-            lo = max(lo, 0.0)
-            if not (0 < hi <= _MAX_STAGE and lo <= hi):
+            sample = _length_sample(marks[i], marks[i + 1], windows[i], windows[i + 1])
+            if sample is None:
                 continue
             keys = [(TrainingKind.UNKNOWN, sighting.stage)]
             if run.kind is not TrainingKind.UNKNOWN:
                 keys.append((run.kind, sighting.stage))
             eta = sighting.eta_minutes
-            plausible = eta is not None and 0 < eta <= DEFAULT_TUNING.eta_max_minutes
             for key in keys:
-                spans.setdefault(key, []).append((lo, hi))
-                if plausible and eta is not None:
-                    eta_rows.setdefault(key, []).append((eta, lo, hi))
+                samples.setdefault(key, []).append(sample)
+                if eta is not None and 0 < eta <= DEFAULT_TUNING.eta_max_minutes:
+                    eta_samples.setdefault(key, []).append((eta, *sample[1:]))
     stats: dict[tuple[TrainingKind, str], StageStats] = {}
-    for key, intervals in spans.items():
-        kept = _screen(intervals, [0.0] * len(intervals))
-        mean, sd = _fit_normal(kept)
-        stats[key] = StageStats(len(kept), mean, sd)
-    for key, rows in eta_rows.items():
-        fit = _fit_eta(rows)
-        if fit is not None and all(_finite(v) for v in fit):
+    for key, found in samples.items():
+        fit = _fit(found, regress=False)
+        if fit is not None:
+            n, _, mean, sd = fit
+            stats[key] = StageStats(n, mean, sd)
+    for key, found in eta_samples.items():
+        fit = _fit(found, regress=True)
+        if key in stats and fit is not None:
             n, slope, intercept, sd = fit
             stats[key] = replace(
                 stats[key], eta_samples=n, eta_slope=slope, eta_intercept=intercept, eta_spread=sd
             )
     return Learned(stats)
+
+
+# (x, lo, hi, v): a length known to lie in [lo, hi] give or take a normal error of variance v
+# (where its start was), and x, the ETA it is regressed on.
+_Sample = tuple[float, float, float, float]
+
+
+def _length_sample(
+    start: Sighting,
+    end: Sighting,
+    start_window: tuple[float, float],
+    end_window: tuple[float, float],
+) -> _Sample | None:
+    a, b = start.elapsed_seconds, end.elapsed_seconds
+    if a is not None and b is not None and 0 < b - a <= _MAX_STAGE:
+        return 0.0, b - a, b - a, 0.0
+    # The start's uncertainty is taken as noise (a uniform's variance), the end's as the bounds.
+    width = start_window[1] - start_window[0]
+    middle = (start_window[0] + start_window[1]) / 2
+    lo, hi = end_window[0] - middle, end_window[1] - middle
+    if not (0 <= width <= _MAX_STAGE and 0 < hi <= _MAX_STAGE and 0 <= hi - lo <= _MAX_STAGE):
+        return None
+    noise = width * width / 12
+    # A length is positive: less a few spreads of the start's noise at most.
+    lo = max(lo, -4 * math.sqrt(noise))
+    return 0.0, lo, hi, noise
 
 
 def _windows(marks: Sequence[Sighting]) -> list[tuple[float, float]]:
@@ -574,86 +598,81 @@ def _windows(marks: Sequence[Sighting]) -> list[tuple[float, float]]:
     return windows
 
 
-def _screen(
-    intervals: Sequence[tuple[float, float]], predicted: Sequence[float]
-) -> list[tuple[float, float]]:
-    """The intervals (less ``predicted``) that come within four spreads of the median
-    midpoint. The spread is robust, and at least what the intervals' own width makes of it:
-    when most intervals are alike (polls aimed alike) their midpoints' spread is no measure."""
-    residuals = [(lo + hi) / 2 - p for (lo, hi), p in zip(intervals, predicted, strict=True)]
-    center = statistics.median(residuals)
-    width = statistics.median(hi - lo for lo, hi in intervals)
-    limit = _OUTLIER_SPREADS * max(_robust_sd(residuals, center), width / _SQRT12)
-    return [
-        iv
-        for iv, r in zip(intervals, residuals, strict=True)
-        if abs(r - center) - (iv[1] - iv[0]) / 2 <= limit
-    ]
-
-
-def _fit_normal(intervals: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    """Maximum-likelihood mean and standard deviation of values known to lie in intervals."""
-    mids = [(lo + hi) / 2 for lo, hi in intervals]
-    mean = statistics.fmean(mids)
-    sd = max(statistics.pstdev(mids), _MIN_SPREAD)
-    for _ in range(_EM_ROUNDS):
-        first = second = 0.0
-        for lo, hi in intervals:
-            m, v = _truncated(mean, sd, lo, hi) or ((lo + hi) / 2, (hi - lo) ** 2 / 12)
-            first += m
-            second += v + m * m
-        n = len(intervals)
-        new_mean = first / n
-        new_sd = max(math.sqrt(max(second / n - new_mean**2, 0.0)), _MIN_SPREAD / 10)
-        done = abs(new_mean - mean) < 0.01 and abs(new_sd - sd) < 0.01
-        mean, sd = new_mean, new_sd
-        if done:
-            break
-    return mean, sd
-
-
-def _fit_eta(
-    rows: Sequence[tuple[float, float, float]],
-) -> tuple[int, float, float, float] | None:
-    """(samples, slope, intercept, sd) of the stage's length against the ETA on its line:
-    least squares on the intervals by expectation-maximisation, after dropping outliers."""
-    etas = [r[0] for r in rows]
-    if len(rows) < 3 or statistics.pvariance(etas) < 1e-9:
+def _fit(samples: Sequence[_Sample], *, regress: bool) -> tuple[int, float, float, float] | None:
+    """(samples kept, slope, intercept, sd) of the maximum-likelihood normal law of the
+    lengths (around ``slope * x + intercept`` when ``regress``, else around the mean), by
+    expectation-maximisation, once outliers are dropped; None with too little to go on."""
+    if not samples or (regress and (len(samples) < 3 or _flat(samples))):
         return None
-    slope, intercept = _least_squares(etas, [(lo + hi) / 2 for _, lo, hi in rows])
-    kept = _screen([(lo, hi) for _, lo, hi in rows], [slope * e + intercept for e in etas])
-    keep = set(kept)
-    rows = [r for r in rows if (r[1], r[2]) in keep]
-    etas = [r[0] for r in rows]
-    if len(rows) < 3 or statistics.pvariance(etas) < 1e-9:
+    slope, intercept = _line(samples, [(lo + hi) / 2 for _, lo, hi, _ in samples], regress)
+    samples = _screen(samples, slope, intercept)
+    if regress and (len(samples) < 3 or _flat(samples)):
         return None
-    slope, intercept = _least_squares(etas, [(lo + hi) / 2 for _, lo, hi in rows])
-    sd = max(
-        statistics.pstdev([(lo + hi) / 2 - slope * e - intercept for e, lo, hi in rows]),
-        _MIN_SPREAD,
-    )
+    mids = [(lo + hi) / 2 for _, lo, hi, _ in samples]
+    slope, intercept = _line(samples, mids, regress)
+    residuals = [m - slope * s[0] - intercept for s, m in zip(samples, mids, strict=True)]
+    sd = max(statistics.pstdev(residuals), _MIN_SPREAD)
     for _ in range(_EM_ROUNDS):
-        means, residual = [], 0.0
-        for e, lo, hi in rows:
-            p = slope * e + intercept
-            m, v = _truncated(p, sd, lo, hi) or ((lo + hi) / 2, (hi - lo) ** 2 / 12)
-            means.append(m)
-            residual += v
-        new_slope, new_intercept = _least_squares(etas, means)
-        residual += sum(
-            (m - new_slope * e - new_intercept) ** 2 for e, m in zip(etas, means, strict=True)
-        )
-        new_sd = max(math.sqrt(residual / len(rows)), _MIN_SPREAD / 10)
+        guesses = []  # per sample: prediction, E[length], E[(length - prediction)^2]
+        for x, lo, hi, noise in samples:
+            p = slope * x + intercept
+            total = sd * sd + noise
+            gain = sd * sd / total
+            m, var = _truncated(p, math.sqrt(total), lo, hi) or _flat_moments(lo, hi)
+            guesses.append(
+                (
+                    p,
+                    p + gain * (m - p),
+                    gain * gain * (var + (m - p) * (m - p)) + sd * sd * noise / total,
+                )
+            )
+        new_slope, new_intercept = _line(samples, [g[1] for g in guesses], regress)
+        residual = 0.0
+        for (x, *_), (p, mean, square) in zip(samples, guesses, strict=True):
+            shift = p - (new_slope * x + new_intercept)
+            residual += square + 2 * shift * (mean - p) + shift * shift
+        new_sd = max(math.sqrt(max(residual / len(samples), 0.0)), _MIN_SPREAD / 10)
         done = abs(new_sd - sd) < 0.01 and abs(new_intercept - intercept) < 0.01
         slope, intercept, sd = new_slope, new_intercept, new_sd
         if done:
             break
-    return len(rows), slope, intercept, sd
+    if not (_finite(slope) and _finite(intercept) and _finite(sd)) or (
+        not regress and intercept < 0
+    ):
+        return None
+    return len(samples), slope, intercept, sd
 
 
-def _least_squares(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
-    slope, intercept = statistics.linear_regression(xs, ys)
+def _flat_moments(lo: float, hi: float) -> tuple[float, float]:
+    """Mean and variance of a uniform law on [lo, hi]."""
+    return (lo + hi) / 2, (hi - lo) * (hi - lo) / 12
+
+
+def _flat(samples: Sequence[_Sample]) -> bool:
+    """All the ETAs alike: nothing to regress on."""
+    return statistics.pvariance([x for x, *_ in samples]) < 1e-9
+
+
+def _line(samples: Sequence[_Sample], ys: Sequence[float], regress: bool) -> tuple[float, float]:
+    if not regress:
+        return 0.0, statistics.fmean(ys)
+    slope, intercept = statistics.linear_regression([x for x, *_ in samples], ys)
     return slope, intercept
+
+
+def _screen(samples: Sequence[_Sample], slope: float, intercept: float) -> list[_Sample]:
+    """The samples that come within four spreads of the median residual. The spread is robust,
+    and at least what the samples' own uncertainty makes of it: when most intervals are alike
+    (polls aimed alike) their midpoints' spread is no measure."""
+    residuals = [(lo + hi) / 2 - slope * x - intercept for x, lo, hi, _ in samples]
+    center = statistics.median(residuals)
+    blur = statistics.median(math.sqrt(_flat_moments(lo, hi)[1] + v) for _, lo, hi, v in samples)
+    limit = _OUTLIER_SPREADS * max(_robust_sd(residuals, center), blur)
+    return [
+        sample
+        for sample, r in zip(samples, residuals, strict=True)
+        if abs(r - center) - (sample[2] - sample[1]) / 2 <= limit
+    ]
 
 
 def _start_of(sighting: Sighting) -> float:
