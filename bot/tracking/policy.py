@@ -123,7 +123,7 @@ class Tuning:
     """The adaptive policy's constants. The defaults are the ones ``benchmarks/poll_policy``
     measured; the benchmark varies them, the bot does not."""
 
-    lead: float = 2.0
+    lead: float = 2.5
     """Dense polling starts this many spreads before the expected end of the stage."""
     aim: float = 1.0
     """One dense poll lands this many spreads after the expected end, the others every
@@ -131,11 +131,12 @@ class Tuning:
     instead of anywhere in a gap."""
     linger: float = 2.5
     """Dense polling lasts this many spreads after the expected end..."""
-    dense_polls: float = 14.0
-    """At most this many polls from the start of dense polling to its end: a vague
-    expectation narrows the window instead."""
     backoff: float = 0.25
     """...then each gap grows by this share of the time since, up to ``max_gap``."""
+    dense_polls: float = 14.0
+    """At most this many polls from the start of dense polling to its end: a vague
+    expectation narrows the window instead; twice as vague, and it polls every ``fallback``
+    there instead."""
     fallback: float = 2.0
     """With nothing to go on, the gap is this many ``min_gap`` (60 s at the defaults, the first
     round's interval)."""
@@ -149,9 +150,9 @@ class Tuning:
     """An ETA-based prediction further than this many spreads from the learned length's is not
     believed either."""
     pace_trigger: float = 1.3
-    """A run whose finished stages took this many times longer (or shorter) than learned,
-    beyond their usual spread, is off pace: its ETA is not believed and its learned lengths
-    are scaled by its pace."""
+    """A run whose finished stages took this many times longer (or shorter) than predicted,
+    beyond the prediction's spread, is off pace: its ETA is not believed and its learned
+    lengths are scaled by its pace."""
 
 
 DEFAULT_TUNING = Tuning()
@@ -613,19 +614,12 @@ def _fit(samples: Sequence[_Sample], *, regress: bool) -> tuple[int, float, floa
     residuals = [m - slope * s[0] - intercept for s, m in zip(samples, mids, strict=True)]
     sd = max(statistics.pstdev(residuals), _MIN_SPREAD)
     for _ in range(_EM_ROUNDS):
-        guesses = []  # per sample: prediction, E[length], E[(length - prediction)^2]
+        # Per sample: its prediction, and the expected length and squared error given what
+        # the polls showed (a normal law with the start's noise on top, cut to the bounds).
+        guesses = []
         for x, lo, hi, noise in samples:
             p = slope * x + intercept
-            total = sd * sd + noise
-            gain = sd * sd / total
-            m, var = _truncated(p, math.sqrt(total), lo, hi) or _flat_moments(lo, hi)
-            guesses.append(
-                (
-                    p,
-                    p + gain * (m - p),
-                    gain * gain * (var + (m - p) * (m - p)) + sd * sd * noise / total,
-                )
-            )
+            guesses.append((p, *_expected_length(p, sd, lo, hi, noise)))
         new_slope, new_intercept = _line(samples, [g[1] for g in guesses], regress)
         residual = 0.0
         for (x, *_), (p, mean, square) in zip(samples, guesses, strict=True):
@@ -641,6 +635,18 @@ def _fit(samples: Sequence[_Sample], *, regress: bool) -> tuple[int, float, floa
     ):
         return None
     return len(samples), slope, intercept, sd
+
+
+def _expected_length(
+    predicted: float, sd: float, lo: float, hi: float, noise: float
+) -> tuple[float, float]:
+    """E[length] and E[(length - predicted)^2] when length ~ N(predicted, sd) and length plus
+    a N(0, noise) error was seen in [lo, hi]."""
+    total = sd * sd + noise
+    gain = sd * sd / total
+    m, var = _truncated(predicted, math.sqrt(total), lo, hi) or _flat_moments(lo, hi)
+    error = m - predicted
+    return predicted + gain * error, gain * gain * (var + error * error) + sd * sd * noise / total
 
 
 def _flat_moments(lo: float, hi: float) -> tuple[float, float]:

@@ -634,3 +634,53 @@ def test_the_same_answer_twice_changes_nothing(
             obs, now + 30, stage=stage, polled_before=now, eta_minutes=eta, learned=LEARNED
         )
         assert again is obs
+
+
+# -- the benchmark's timelines (reused for a replay through the real tracker) ----------------------
+
+
+def test_the_benchmark_timelines_follow_the_facts_and_speak_the_apis_dialect() -> None:
+    from benchmarks.poll_policy import make_timelines, status_body
+    from bot.sdapi.status import parse_status
+
+    timelines = make_timelines(100)
+    assert timelines == make_timelines(100)  # plain data, the same for a seed
+    assert sum(t.kind == "lora" for t in timelines) == 20
+    assert sum(t.off_eta for t in timelines) == 10
+    dreambooth = next(t for t in timelines if t.kind == "dreambooth" and not t.off_eta)
+    labels = [e.label for e in dreambooth.events if e.label]
+    assert labels == [
+        "Training Started",
+        "Training Done",
+        "Model Compressing",
+        "Model Uploading",
+        "Model Uploaded",
+    ]
+    assert [e.at for e in dreambooth.events] == sorted(e.at for e in dreambooth.events)
+    assert dreambooth.events[-1].terminal
+    lora = next(t for t in timelines if t.kind == "lora")
+    assert "Model Compressing" not in [e.label for e in lora.events]
+    for event in dreambooth.events:
+        status = parse_status(200, json.dumps(status_body(dreambooth, event.at)).encode())
+        assert status.raw_state == event.state
+        assert status.finished == event.terminal
+        if event.label:
+            assert (status.steps[-1].label, status.steps[-1].eta_minutes) == (
+                event.label,
+                event.eta_minutes,
+            )
+    v6 = make_timelines(5, lora_share=0.0, v6_share=1.0)
+    assert all(infer_kind(t.training_id, []) is TrainingKind.V6 for t in v6)
+    end = v6[0].events[-1].at
+    assert parse_status(200, json.dumps(status_body(v6[0], end)).encode()).finished
+
+
+def test_in_replay_the_adaptive_policy_is_cheaper_and_faster_than_fixed_polling() -> None:
+    from benchmarks.poll_policy import first_round, make_timelines, policy_planner, replay_all
+
+    timelines = make_timelines(150, seed=3)
+    fixed = replay_all(timelines, first_round()).all
+    adaptive = replay_all(timelines, policy_planner(BOUNDS)).all
+    assert adaptive.requests < fixed.requests
+    assert adaptive.p50 < 0.75 * fixed.p50
+    assert adaptive.p95 < fixed.p95
