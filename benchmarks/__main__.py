@@ -23,6 +23,7 @@ BENCHMARKS = {
     "latency": "benchmarks.latency",
     "restart": "benchmarks.restart",
     "http_flood": "benchmarks.http_flood",
+    "poll_policy": "benchmarks.poll_policy",
 }
 
 
