@@ -26,6 +26,8 @@ BENCHMARKS = {
     "pg_outbox": "benchmarks.pg_outbox",
     "takeover": "benchmarks.takeover",
     "pg_pacing": "benchmarks.pg_pacing",
+    "http_flood": "benchmarks.http_flood",
+    "poll_policy": "benchmarks.poll_policy",
 }
 
 

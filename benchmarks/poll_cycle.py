@@ -124,7 +124,8 @@ async def naive_sample(base_url: str, n: int) -> float:
 
 def _check_stage2_seed() -> None:
     """The seeded rows must agree with the simulator, or every poll would look like news."""
-    status = parse_status(200, json.dumps(SimTraining(training_id(0), stage=2).body()).encode())
+    sim_training = SimTraining(training_id(0), stage=2, timeline="invented")  # as simproc
+    status = parse_status(200, json.dumps(sim_training.body()).encode())
     seeded = (STAGE2_ETA_MINUTES, STAGE2_TOTAL_STEPS, 1)
     answered = (status.eta_minutes, status.total_steps, status.steps[-1].seq)
     if answered != seeded:

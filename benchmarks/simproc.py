@@ -20,6 +20,7 @@ import time
 from aiohttp import web
 
 from bot.sdapi.simulator import DEFAULT_KEY, Simulator
+from bot.sdapi.timelines import TIMELINES
 
 
 def training_id(i: int) -> str:
@@ -36,7 +37,9 @@ def build(args: argparse.Namespace) -> Simulator:
         if args.base is not None:
             # Spread the trainings' timed advances evenly over one period.
             added_at = args.base + (args.advance_every or 0.0) * i / max(1, args.trainings)
-        sim.add_training(training_id(i), stage=args.stage, added_at=added_at)
+        sim.add_training(
+            training_id(i), stage=args.stage, added_at=added_at, timeline=args.timeline
+        )
     return sim
 
 
@@ -90,6 +93,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--stage", type=int, default=2)
     parser.add_argument("--advance-every", type=float, default=None)
+    # The benchmarks' arithmetic wants one new, increasingly numbered step line per stage: only
+    # the simulator's "invented" timeline has that (see bot/sdapi/timelines.py).
+    parser.add_argument("--timeline", default="invented", choices=sorted(TIMELINES))
     parser.add_argument(
         "--base", type=float, default=None, help="monotonic time the staggered advances start"
     )

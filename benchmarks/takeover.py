@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchmarks.common import Figure, temp_dir
 from benchmarks.pg_common import pg_server
-from bot.sdapi.simulator import DEFAULT_KEY, TERMINAL_STAGE, Simulator
+from bot.sdapi.simulator import DEFAULT_KEY, STAGES, TERMINAL_STAGE, Simulator
 from bot.store import DEFAULT_KEY_REF, Store, SubscriptionKind, TrainingUpdate
 from tests.support.fakediscord import FakeDiscord
 from tests.support.harness import BotProcess, step_messages, titles, wait_until
@@ -122,7 +122,7 @@ async def run(quick: bool) -> list[Figure]:
                 for tid in ids:
                     training = sim.trainings[tid]
                     training.advance(TERMINAL_STAGE - training.stage)
-                expected = TERMINAL_STAGE  # steps 1..6 and the end, one message each
+                expected = sum(1 for _, line in STAGES if line)  # a message per log line
 
                 def delivered() -> bool:
                     return all(

@@ -185,7 +185,7 @@ def run_bot(settings: Settings) -> int:
 
 def run_status(settings: Settings, training_id: str) -> int:
     """Print one training's status; the exit code says running or ready (0), failed (1)."""
-    from bot.render import status_text
+    from bot.render import api_error_plain, status_text
     from bot.sdapi.client import SdApiClient
     from bot.sdapi.errors import (
         InvalidApiKey,
@@ -204,13 +204,14 @@ def run_status(settings: Settings, training_id: str) -> int:
             client = SdApiClient(
                 session,
                 settings.SD_API_BASE_URL,
+                v6_base_url=settings.SD_API_V6_BASE_URL,
                 timeout=settings.API_TIMEOUT_SECONDS,
                 max_attempts=settings.API_MAX_ATTEMPTS,
             )
             try:
                 status = await client.fine_tune_status(training_id, key, budget=60)
             except SdApiError as exc:
-                fail(exc.user_message)
+                fail(api_error_plain(exc))
                 if isinstance(exc, InvalidTrainingId | InvalidApiKey):
                     return EXIT_USAGE
                 if isinstance(exc, TrainingNotFound):
@@ -311,13 +312,55 @@ def run_migrate(settings: Settings, to: str, source: str | None) -> int:
         return exc.exit_code
 
 
-def run_simulator(host: str, port: int, advance_every: float) -> int:
-    """Serve the API simulator until interrupted."""
-    from bot.sdapi.simulator import run_demo
+def run_simulator(host: str, port: int, advance_every: float | None, fast: bool) -> int:
+    """Serve the API simulator with its demo trainings until interrupted; print what to try."""
+    from bot.sdapi.demo import DEFAULT_ADVANCE_EVERY, FAST_ADVANCE_EVERY, run_demo
+
+    if advance_every is None:
+        advance_every = FAST_ADVANCE_EVERY if fast else DEFAULT_ADVANCE_EVERY
+    if not advance_every > 0:
+        print("--advance-every must be a positive number of seconds", file=sys.stderr)
+        return 2
+    pace = advance_every
+
+    def announce(v3_url: str, v6_url: str) -> None:
+        print(demo_guide(v3_url, v6_url, pace), flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):
-        run_demo(host, port, advance_every=advance_every)
+        run_demo(host, port, advance_every, announce=announce)
     return 0
+
+
+def demo_guide(v3_url: str, v6_url: str, advance_every: float) -> str:
+    """What a newcomer needs to try the simulator: the ids, the settings, commands."""
+    from bot.sdapi.demo import DEMO_TRAININGS, DEMO_V6_ID
+    from bot.sdapi.simulator import DEFAULT_KEY
+
+    pace = f"{advance_every / 60:g} min" if advance_every >= 60 else f"{advance_every:g} s"
+    width = max(len(demo.training_id) for demo in DEMO_TRAININGS)
+    running = "DemoDream01"
+    key_body = f"-H 'Content-Type: application/json' -d '{{\"key\": \"{DEFAULT_KEY}\"}}'"
+    lines = [
+        f"Simulated Stable Diffusion API, key {DEFAULT_KEY}",
+        f"  v3: {v3_url}",
+        f"  v6: {v6_url}",
+        "",
+        f"Demo trainings (each starts when first asked about, then moves a stage every {pace}):",
+        *(f"  {d.training_id:<{width}}  {d.shows}" for d in DEMO_TRAININGS),
+        "",
+        "Settings for the bot (.env or the environment):",
+        f"  SD_API_BASE_URL={v3_url}",
+        f"  SD_API_V6_BASE_URL={v6_url}",
+        f"  SD_API_KEY={DEFAULT_KEY}",
+        "",
+        "Try:",
+        f"  python -m bot status {running}",
+        f"  python -m bot status {DEMO_V6_ID}",
+        f"  in Discord: /training-subscribe {running}, /training-status {DEMO_V6_ID}",
+        f"  curl -s -X POST {v3_url}/fine_tune_status/{running} {key_body}",
+        f"  a fresh training: curl -s -X POST {v3_url}/fine_tune {key_body}",
+    ]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -347,7 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="serve a local simulator of the API with demo trainings")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8765)
-    sim.add_argument("--advance-every", type=float, default=5.0, help="seconds per step")
+    sim.add_argument(
+        "--advance-every",
+        type=float,
+        default=None,
+        help="seconds per stage, counted from the first request about a training (default 120)",
+    )
+    sim.add_argument("--fast", action="store_true", help="a stage every 3 s (tests, quick looks)")
     migrate = sub.add_parser(
         "migrate-db",
         help="copy the SQLite database (DATABASE_PATH) to an empty PostgreSQL database",
@@ -386,7 +435,7 @@ def dispatch(command: str, args: argparse.Namespace) -> int:
     """Run one command."""
     if command == "simulate":
         logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)-8s %(message)s")
-        return run_simulator(args.host, args.port, args.advance_every)
+        return run_simulator(args.host, args.port, args.advance_every, args.fast)
     try:
         settings = load_settings(require_token=command == "run")
     except ConfigError as exc:

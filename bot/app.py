@@ -16,6 +16,7 @@ from discord.ext import commands
 
 from bot.config import Settings
 from bot.keys import KeyRing
+from bot.lookups import StatusLookups
 from bot.notifier import GLOBAL_SENDS_PER_SECOND, DiscordNotifier
 from bot.render import error_embed
 from bot.sdapi.client import SdApiClient
@@ -23,7 +24,7 @@ from bot.store import Store
 from bot.tracking.delivery import Deliverer
 from bot.tracking.outcome import Rules
 from bot.tracking.tracker import Tracker
-from bot.web import OpsDeps, OpsServer
+from bot.web import HttpLimits, OpsDeps, OpsServer
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ EXTENSIONS = ("cogs.training", "cogs.keys", "cogs.ops")
 # Closing the gateway waits for Discord's answer to the close frame: bounded, so a stop is quick
 # on a dead network too.
 DISCORD_CLOSE_SECONDS = 2.0
+# How often the database file is checked for being deleted or replaced under the bot.
+DATABASE_CHECK_SECONDS = 5.0
 
 
 def point_discord_at(settings: Settings) -> None:
@@ -121,6 +124,7 @@ class TunewatchBot(commands.Bot):
     store: Store
     sdapi: SdApiClient
     keys: KeyRing
+    lookups: StatusLookups
     tracker: Tracker
     deliverer: Deliverer | None
 
@@ -142,6 +146,8 @@ class TunewatchBot(commands.Bot):
         self.deliverer = None
         self.ops_server: OpsServer | None = None
         self._closing: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self.database_problem: str | None = None
 
     async def setup_hook(self) -> None:
         """Open the store and session, build and start the engine, load the cogs, sync."""
@@ -153,11 +159,13 @@ class TunewatchBot(commands.Bot):
         self.sdapi = SdApiClient(
             self.session,
             settings.SD_API_BASE_URL,
+            v6_base_url=settings.SD_API_V6_BASE_URL,
             timeout=settings.API_TIMEOUT_SECONDS,
             max_concurrency=settings.API_MAX_CONCURRENCY,
             max_concurrency_per_key=settings.API_MAX_CONCURRENCY_PER_KEY,
             max_attempts=settings.API_MAX_ATTEMPTS,
         )
+        self.lookups = StatusLookups(self.sdapi)
         self.keys = KeyRing(settings, self.store)
         self.tracker = Tracker(
             self.store,
@@ -186,6 +194,7 @@ class TunewatchBot(commands.Bot):
         await self.sync_commands()
         self.deliverer.start()
         self.tracker.start()
+        self._watchdog = asyncio.create_task(self._watch_database(), name="database-watch")
         if settings.HTTP_PORT is not None:
             secret = settings.WEBHOOK_SECRET
             self.ops_server = OpsServer(
@@ -194,9 +203,35 @@ class TunewatchBot(commands.Bot):
                     tracker=self.tracker,
                     gateway_connected=self.gateway_connected,
                     webhook_secret=None if secret is None else secret.get_secret_value(),
-                )
+                    engine_problems=self.engine_problems,
+                ),
+                limits=HttpLimits.from_settings(settings),
             )
             await self.ops_server.start(settings.HTTP_HOST, settings.HTTP_PORT)
+
+    def engine_problems(self) -> list[str]:
+        """What keeps tunewatch from recording or delivering now (for /healthz)."""
+        problems = []
+        if self.database_problem is not None:
+            problems.append(self.database_problem)
+        if self.deliverer is not None and self.deliverer.problem is not None:
+            problems.append(f"delivering stopped: {self.deliverer.problem}")
+        return problems
+
+    async def _watch_database(self) -> None:
+        """Stop the engine if the database file is deleted or replaced under it: writes to a
+        deleted file go on silently and are lost at the next start."""
+        while self.database_problem is None:
+            await asyncio.sleep(DATABASE_CHECK_SECONDS)
+            problem = self.store.db.file_problem()
+            if problem is not None:
+                self.database_problem = problem
+                log.error(
+                    "%s: polling and delivering are stopped so that nothing more is lost; "
+                    "put the file back and restart tunewatch",
+                    problem,
+                )
+                await self.stop_engine()
 
     def gateway_connected(self) -> bool:
         """True while the gateway session is up."""
@@ -208,6 +243,10 @@ class TunewatchBot(commands.Bot):
 
     async def stop_engine(self) -> None:
         """Stop polling and delivering."""
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog is not asyncio.current_task():
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
         if hasattr(self, "tracker"):  # close() may come before setup_hook built it
             await self.tracker.stop()
         if self.deliverer is not None:

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_API_BASE_URL = "https://stablediffusionapi.com/api/v3"
+DEFAULT_API_V6_BASE_URL = "https://modelslab.com/api/v6"
 # Below this, the API's spam filter may object to a key that polls (the docs suggest a minute or
 # two between two status requests of one training): allowed, with a warning at start.
 POLITE_POLL_INTERVAL = 30.0
@@ -44,6 +45,7 @@ class Settings(BaseSettings):
     DISCORD_TOKEN: SecretStr | None = None
     SD_API_KEY: SecretStr | None = None
     SD_API_BASE_URL: str = DEFAULT_API_BASE_URL
+    SD_API_V6_BASE_URL: str = DEFAULT_API_V6_BASE_URL
     DATABASE_PATH: Path = Path("tunewatch.db")
     # postgresql://user:password@host:port/database: PostgreSQL instead of the SQLite file, so
     # several instances can share the work. A secret: it usually holds a password.
@@ -77,6 +79,8 @@ class Settings(BaseSettings):
     HTTP_PORT: Annotated[int, Field(ge=0, le=65535)] | None = None
     PUBLIC_URL: str | None = None
     WEBHOOK_SECRET: SecretStr | None = None
+    HTTP_MAX_CONNECTIONS: Annotated[int, Field(ge=1, le=65536)] = 128
+    HTTP_READ_TIMEOUT_SECONDS: Annotated[float, Field(gt=0, le=300)] = 10.0
 
     @model_validator(mode="before")
     @classmethod
@@ -184,7 +188,7 @@ class Settings(BaseSettings):
             return 1.0
         return len(ids) / self.SHARD_COUNT
 
-    @field_validator("SD_API_BASE_URL", "DISCORD_API_BASE", "PUBLIC_URL")
+    @field_validator("SD_API_BASE_URL", "SD_API_V6_BASE_URL", "DISCORD_API_BASE", "PUBLIC_URL")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:

@@ -2,6 +2,7 @@
 
 The parser's step lines, the events the store keeps and the messages delivered are the same
 ``Event``: a step by its position in the log (``seq``), or the terminal event after every step.
+The parser makes steps; the tracker adds the terminal event and marks late ones.
 """
 
 from __future__ import annotations
@@ -40,5 +41,36 @@ class Event:
     raw: str | None = None
     detail: str | None = None
     late: bool = False
-    # Steps folded into this one (a flood of step lines in one answer is sent as one message).
     folded: int = 0
+    """Steps folded into this one (a flood of step lines in one answer is sent as one)."""
+    elapsed_seconds: float | None = None
+    """The trainer's ``Time Elapsed`` on a step line: seconds since training started."""
+
+    @property
+    def total_steps(self) -> int | None:
+        """What a step line states as the total: its number plus the steps it says are left."""
+        if self.number is None or self.steps_to_go is None:
+            return None
+        return self.number + self.steps_to_go
+
+
+def step(
+    seq: int,
+    number: int | None,
+    label: str,
+    steps_to_go: int | None,
+    eta_minutes: int | None,
+    raw: str,
+    elapsed_seconds: float | None = None,
+) -> Event:
+    """A step line of the log (or a v6 milestone), as the parser reads it."""
+    return Event(
+        seq=seq,
+        kind=EventKind.STEP,
+        number=number,
+        label=label,
+        steps_to_go=steps_to_go,
+        eta_minutes=eta_minutes,
+        raw=raw,
+        elapsed_seconds=elapsed_seconds,
+    )

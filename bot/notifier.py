@@ -8,6 +8,7 @@ cannot receive: a reason the members see in /training-list), or give up on this 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import aiohttp
 import discord
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 # the tracker's sends just below it instead, evenly (a bucket of one, so never a burst), leaving
 # a little room for the other requests of the process (command answers are not counted).
 GLOBAL_SENDS_PER_SECOND = 48.0
+# Messages looked through for one that may have been sent before a crash (Discord's page size).
+HISTORY_LIMIT = 50
 
 # Discord's JSON error codes that tunewatch tells apart.
 UNKNOWN_CHANNEL = 10003
@@ -68,6 +71,39 @@ class DiscordNotifier:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransientDeliveryError(f"network error: {type(exc).__name__}") from None
         return message.id
+
+    async def find_sent(self, delivery: Delivery) -> int | None:
+        """This delivery's message in the channel's last ``HISTORY_LIMIT`` messages, or None.
+
+        Asked before sending again a message whose send may have happened past Discord's nonce
+        window. Needs Read Message History; without it (or on any error) the message is sent
+        again, and may show twice.
+        """
+        expected = render.delivery_embed(delivery).to_dict()
+        me = self._client.user
+        try:
+            target = await self._target(delivery)
+            async with self._pacer:
+                async for message in target.history(limit=HISTORY_LIMIT):
+                    if me is not None and message.author.id != me.id:
+                        continue
+                    if any(_same_embed(e.to_dict(), expected) for e in message.embeds):
+                        return message.id
+        except discord.Forbidden:
+            log.warning(
+                "cannot read the history of channel %s (Read Message History missing): a "
+                "message sent before a long outage may show twice",
+                delivery.channel_id or f"DM of {delivery.user_id}",
+            )
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("could not look for delivery %d in its channel: %s", delivery.id, exc)
+        return None
+
+
+def _same_embed(found: Any, expected: Any) -> bool:
+    """Whether an embed in the channel is the one this delivery renders (its words, not the
+    fields Discord adds, such as the type)."""
+    return all(found.get(name) == expected.get(name) for name in ("title", "description"))
 
 
 def classify(delivery: Delivery, exc: discord.HTTPException) -> DeliveryError:

@@ -110,6 +110,12 @@ def explain_database(
             f"{exc.found}; this version knows up to {exc.known}): run that version or a newer "
             "one, or restore a backup made with this one."
         )
+    if isinstance(exc, DatabaseError) and exc.in_use:
+        return StartupError(
+            f"DATABASE_PATH {shown} is in use by another tunewatch: stop that one first (a "
+            "second bot on one SQLite file would poll every training twice), or give this one "
+            "its own DATABASE_PATH."
+        )
     if isinstance(exc, DatabaseError) and exc.not_a_database:
         return StartupError(
             f"DATABASE_PATH {shown} is not a tunewatch database ({exc.reason}): set "

@@ -12,7 +12,9 @@ from bot import render
 from bot.app import TunewatchBot
 from bot.interactions import answer_soon, reply, reply_error
 from bot.keys import UserKeysDisabled
-from bot.sdapi.errors import InvalidApiKey, SdApiError
+from bot.render import api_error_text
+from bot.sdapi.client import KeyCheck
+from bot.sdapi.errors import InvalidApiKey
 
 log = logging.getLogger(__name__)
 
@@ -67,32 +69,31 @@ class ApiKeyModal(discord.ui.Modal, title="Your Stable Diffusion API key"):
             )
             return
         try:
-            await answer_soon(interaction, self._check_and_save(key), ephemeral=True)
+            checked = await answer_soon(interaction, self._check_and_save(key), ephemeral=True)
         except InvalidApiKey as exc:
             # The API's reason; the client has removed the key if the body echoed it.
-            await reply_error(interaction, f"Your key was not saved. {exc.user_message}")
-            return
-        except SdApiError as exc:
-            await reply_error(
-                interaction,
-                f"Your key was not saved: tunewatch could not check it with the API. "
-                f"{exc.user_message}",
-            )
+            await reply_error(interaction, f"Your key was not saved. {api_error_text(exc)}")
             return
         except UserKeysDisabled:
             await reply_error(interaction, render.USER_KEYS_DISABLED_TEXT)
             return
-        await reply(
-            interaction,
+        text = (
             f"Saved your API key ending in `{key[-4:]}`. Your /training-status, "
             "/training-subscribe and /training-notify now use it; `/training-key clear` "
-            "removes it.",
-            ephemeral=True,
+            "removes it."
         )
+        if checked is KeyCheck.UNVERIFIED:
+            text += (
+                " The API's answer did not prove it valid or invalid, so it is not verified "
+                "yet: if it is wrong, your requests will say so."
+            )
+        await reply(interaction, text, ephemeral=True)
 
-    async def _check_and_save(self, key: str) -> None:
-        await self.bot.sdapi.check_key(key, budget=CHECK_BUDGET_SECONDS)
+    async def _check_and_save(self, key: str) -> KeyCheck:
+        """Refuse the key only when the API says it is invalid; otherwise save it."""
+        checked = await self.bot.sdapi.check_key(key, budget=CHECK_BUDGET_SECONDS)
         await self.bot.keys.set_user_key(self.owner_id, key)
+        return checked
 
     async def on_error(self, interaction: Interaction, error: Exception) -> None:  # type: ignore[override]
         """Log (the exception never holds the key) and tell the user one sentence."""

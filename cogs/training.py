@@ -13,9 +13,10 @@ from bot import render
 from bot.app import TunewatchBot
 from bot.interactions import answer_soon, reply, reply_error
 from bot.keys import NoKeyAvailable
+from bot.lookups import SlowDown
 from bot.sdapi.client import validate_training_id
 from bot.sdapi.errors import SdApiError
-from bot.sdapi.status import TrainingStatus
+from bot.sdapi.status import Api, TrainingStatus, api_for
 from bot.store import LimitReached, SubscriptionKind, SubscriptionStatus
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,17 @@ async def known_training_ids(
 
 
 AUTOCOMPLETE_ID = app_commands.autocomplete(training_id=known_training_ids)
+AUTO = "auto"
+API_OPTION = app_commands.describe(
+    api="Which status endpoint to ask (default: by the id; a UUID is a v6 trainer run)"
+)
+API_CHOICES = app_commands.choices(
+    api=[
+        app_commands.Choice(name="auto (by the id)", value=AUTO),
+        app_commands.Choice(name="v3 fine-tune (Dreambooth, LoRA)", value=Api.V3.value),
+        app_commands.Choice(name="v6 trainer (Flux, SDXL LoRA)", value=Api.V6.value),
+    ]
+)
 
 
 class TrainingCog(commands.Cog):
@@ -52,22 +64,33 @@ class TrainingCog(commands.Cog):
         self.bot = bot
 
     async def _fetch(
-        self, interaction: Interaction, raw_id: str, *, ephemeral: bool = False
+        self, interaction: Interaction, raw_id: str, api: str, *, ephemeral: bool = False
     ) -> tuple[str, str, TrainingStatus] | None:
         """Validate the id, pick the key, ask the API; on any error, answer and return None."""
         try:
-            training_id = validate_training_id(raw_id)
+            chosen = api_for(raw_id, None if api == AUTO else Api(api))
+            training_id = validate_training_id(raw_id, chosen)
             key_ref, key = await self.bot.keys.key_for_user(interaction.user.id)
             status = await answer_soon(
                 interaction,
-                self.bot.sdapi.fine_tune_status(training_id, key, budget=API_BUDGET_SECONDS),
+                self.bot.lookups.status(
+                    training_id,
+                    key_ref,
+                    key,
+                    chosen,
+                    member_id=interaction.user.id,
+                    budget=API_BUDGET_SECONDS,
+                ),
                 ephemeral=ephemeral,
             )
         except SdApiError as exc:
-            await reply_error(interaction, exc.user_message)
+            await reply_error(interaction, render.api_error_text(exc))
             return None
         except NoKeyAvailable:
             await reply_error(interaction, render.NO_KEY_TEXT)
+            return None
+        except SlowDown as exc:
+            await reply_error(interaction, render.slow_down_text(exc.retry_after))
             return None
         return training_id, key_ref, status
 
@@ -102,10 +125,14 @@ class TrainingCog(commands.Cog):
         name="training-status", description="Show a training's state, steps, ETA and log"
     )
     @TRAINING_ID
+    @API_OPTION
+    @API_CHOICES
     @AUTOCOMPLETE_ID
-    async def training_status(self, interaction: Interaction, training_id: str) -> None:
+    async def training_status(
+        self, interaction: Interaction, training_id: str, api: str = AUTO
+    ) -> None:
         """Answer with the training's current status."""
-        fetched = await self._fetch(interaction, training_id)
+        fetched = await self._fetch(interaction, training_id, api)
         if fetched is None:
             return
         training_id, _, status = fetched
@@ -119,8 +146,12 @@ class TrainingCog(commands.Cog):
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_channels=True)
     @TRAINING_ID
+    @API_OPTION
+    @API_CHOICES
     @AUTOCOMPLETE_ID
-    async def training_subscribe(self, interaction: Interaction, training_id: str) -> None:
+    async def training_subscribe(
+        self, interaction: Interaction, training_id: str, api: str = AUTO
+    ) -> None:
         """Subscribe the channel the command is used in."""
         perms = interaction.app_permissions
         can_post = (
@@ -139,7 +170,7 @@ class TrainingCog(commands.Cog):
                 "Messages and Embed Links here, then subscribe again.",
             )
             return
-        fetched = await self._fetch(interaction, training_id)
+        fetched = await self._fetch(interaction, training_id, api)
         if fetched is None:
             return
         training_id, key_ref, status = fetched
@@ -190,7 +221,7 @@ class TrainingCog(commands.Cog):
         try:
             training_id = validate_training_id(training_id)
         except SdApiError as exc:
-            await reply_error(interaction, exc.user_message)
+            await reply_error(interaction, render.api_error_text(exc))
             return
         sub = await self.bot.store.subscriptions.find(
             SubscriptionKind.CHANNEL,
@@ -216,10 +247,14 @@ class TrainingCog(commands.Cog):
         name="training-notify", description="Get a DM when a training is ready, or if it fails"
     )
     @TRAINING_ID
+    @API_OPTION
+    @API_CHOICES
     @AUTOCOMPLETE_ID
-    async def training_notify(self, interaction: Interaction, training_id: str) -> None:
+    async def training_notify(
+        self, interaction: Interaction, training_id: str, api: str = AUTO
+    ) -> None:
         """Create a DM alert for the user."""
-        fetched = await self._fetch(interaction, training_id, ephemeral=True)
+        fetched = await self._fetch(interaction, training_id, api, ephemeral=True)
         if fetched is None:
             return
         training_id, key_ref, status = fetched

@@ -10,6 +10,7 @@ import pytest
 
 from bot.config import Settings
 from bot.sdapi.simulator import Simulator
+from tests.support.disk import tiny_disk  # noqa: F401 - a fixture for every test
 from tests.support.fakediscord import FakeDiscord
 from tests.support.harness import CHANNEL, GUILD
 from tests.support.pg import PgServer, session_server

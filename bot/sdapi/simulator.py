@@ -1,8 +1,10 @@
-"""A loopback aiohttp app that behaves like the Stable Diffusion API's training status endpoint.
+"""A loopback aiohttp app that behaves like the Stable Diffusion API's training status endpoints.
 
-Scripted trainings walk through the documented states in either documented log dialect, and
-faults (5xx, HTML pages, empty bodies, both rate-limit shapes, hangs...) can be injected for the
-next N requests. Used by tests, benchmarks and ``python -m bot simulate``.
+v3 ``POST {root}/fine_tune_status/{id}`` and v6 ``POST {root}/trainer/status/{uuid}`` answer
+scripted trainings (``bot.sdapi.timelines``: the documentation's wording, the trainer's own
+wording for Dreambooth and LoRA, the v6 trainer), and faults (every error body the service is
+known to send, 5xx, HTML pages, hangs, endless and huge bodies) can be injected for the next N
+requests. Used by tests, benchmarks and ``python -m bot simulate``.
 """
 
 from __future__ import annotations
@@ -10,160 +12,66 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import secrets
 import string
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Literal, Self
 
 from aiohttp import web
 
-log = logging.getLogger(__name__)
-
-DEFAULT_KEY = "sim-key-0000"
-
-# (state, log line the stage appends); stage 0 has the creation note instead of a log.
-STAGES: tuple[tuple[str, str | None], ...] = (
-    ("deploying_gpu", None),
-    ("training_started", "Step:1 Training Started, 5 Steps to go : ETA : 30 minutes"),
-    ("training_success", "Step:2 Training Done, 4 Steps to go : ETA : 15 minutes"),
-    ("trained_model_compressing", "Step:3 Model Compressing, 3 Steps to go : ETA : 12 minutes"),
-    ("trained_model_uploading", "Step:4 Model Uploading, 2 Steps to go : ETA : 10 minutes"),
-    ("trained_model_uploaded", "Step:5 Model Uploaded, 1 Steps to go : ETA : 5 minutes"),
-    ("deploying_model", "Step:6 Deploying Model, 0 Steps to go : ETA : 2 minutes"),
-    ("model_ready", "Model loaded successfully"),
+from bot.sdapi.faults import (
+    HUGE_BODY_BYTES,
+    INVALID_KEY_BODY,
+    JSON,
+    NOT_FOUND_BODY,
+    STREAM_CHUNK,
+    Fault,
+    fault_response,
+    json_bytes,
 )
-TERMINAL_STAGE = len(STAGES) - 1
-CREATION_NOTE = "it will take upto 25 minutes."
-FAILED_STATE = "training_failed"
+from bot.sdapi.model import Api
+from bot.sdapi.timelines import (
+    DEFAULT_KEY,
+    STAGES,
+    TERMINAL_STAGE,
+    Dialect,
+    SimTraining,
+    TimelineName,
+    new_v6_id,
+)
 
-Dialect = Literal["slash_n", "newline"]
+__all__ = [
+    "DEFAULT_KEY",
+    "HUGE_BODY_BYTES",
+    "STAGES",
+    "TERMINAL_STAGE",
+    "Dialect",
+    "Fault",
+    "RequestRecord",
+    "SimTraining",
+    "Simulator",
+]
 
-
-class Fault(StrEnum):
-    """What an injected fault makes the next matching request(s) answer."""
-
-    SERVER_ERROR = "500"
-    UNAVAILABLE = "503"
-    HTML = "html"
-    EMPTY = "empty"
-    RATE_LIMIT_429 = "429"
-    RATE_LIMIT_BODY = "rate_limit_body"
-    HANG = "hang"
-    INVALID_KEY = "invalid_key"
-    NOT_FOUND = "not_found"
-    GARBAGE = "garbage"
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
 class RequestRecord:
-    """One request the simulator answered (or, for a hang, received)."""
+    """One request the simulator answered (or, for a hang or a stream, received)."""
 
     training_id: str
     key: str | None
     status: int
     at: float
     content_type: str = ""
+    api: Api = Api.V3
 
 
-def _json(value: dict[str, Any]) -> bytes:
-    return json.dumps(value).encode()
-
-
-_INVALID_KEY_BODY = _json(
-    {
-        "status": "error",
-        "message": "Invalid Api Key",
-        "tip": "1. Make sure you are passing Content-Type: application/json in header. "
-        "2. Make sure you are doing POST request. 3. Make sure your API key is valid.",
-    }
-)
-_NOT_FOUND_BODY = _json({"status": "error", "message": "Training ID does not exist"})
-_HTML_502 = (
-    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
-    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
-    b"</body>\r\n</html>\r\n"
-)
-_JSON = "application/json"
 _ID_ALPHABET = string.ascii_letters + string.digits
-
-
-@dataclass
-class SimTraining:
-    """One scripted training: its stage in :data:`STAGES`, or a failure at ``fail_at``."""
-
-    training_id: str
-    key: str = DEFAULT_KEY
-    dialect: Dialect = "newline"
-    stage: int = 0
-    fail_at: int | None = None
-    failure_reason: str = "CUDA out of memory"
-    # Serialized bodies: a body is a pure function of these fields, and requests repeat a lot.
-    _bodies: dict[tuple[int, str, int | None, str], bytes] = field(
-        default_factory=dict, init=False, repr=False
-    )
-
-    def __post_init__(self) -> None:
-        if self.dialect not in ("slash_n", "newline"):
-            raise ValueError(f"unknown dialect {self.dialect!r}")
-        if self.fail_at is not None and not 0 <= self.fail_at <= TERMINAL_STAGE:
-            raise ValueError(f"fail_at must be within 0..{TERMINAL_STAGE}")
-        self.stage = min(max(self.stage, 0), self.terminal_stage)
-
-    @property
-    def terminal_stage(self) -> int:
-        """The stage this training stops at: its failure, or model_ready."""
-        return TERMINAL_STAGE if self.fail_at is None else self.fail_at
-
-    def advance(self, n: int = 1) -> None:
-        """Move forward ``n`` stages, stopping at the terminal stage."""
-        self.stage = min(max(self.stage + n, 0), self.terminal_stage)
-
-    @property
-    def failed(self) -> bool:
-        """True once the training reached its failure stage."""
-        return self.fail_at is not None and self.stage >= self.fail_at
-
-    @property
-    def state(self) -> str:
-        """The ``messege`` the API would send now."""
-        return FAILED_STATE if self.failed else STAGES[self.stage][0]
-
-    @property
-    def terminal(self) -> bool:
-        """True when the training will not change any more."""
-        return self.stage >= self.terminal_stage
-
-    def _log(self) -> str:
-        if self.stage == 0 and not self.failed:
-            return CREATION_NOTE
-        last = self.stage - 1 if self.failed else self.stage
-        lines = [line for _, line in STAGES[1 : last + 1] if line is not None]
-        if self.failed:
-            lines.append(f"Training failed: {self.failure_reason}")
-        if self.dialect == "newline":
-            return "\n".join(lines)
-        return "".join(f" /n {line}" for line in lines)
-
-    def body(self) -> dict[str, Any]:
-        """The JSON body the API would return now."""
-        body: dict[str, Any] = {"status": "success", "messege": self.state, "data": self._log()}
-        if self.failed:
-            body["message"] = self.failure_reason
-        return body
-
-    def body_bytes(self) -> bytes:
-        """:meth:`body` serialized, cached per stage."""
-        cache_key = (self.stage, self.dialect, self.fail_at, self.failure_reason)
-        cached = self._bodies.get(cache_key)
-        if cached is None:
-            cached = self._bodies[cache_key] = _json(self.body())
-        return cached
 
 
 @dataclass(slots=True)
@@ -176,14 +84,19 @@ class _FaultRule:
 
 @dataclass(slots=True)
 class _Clocked:
-    """When a training was added and how many timed advances it has had."""
+    """When a training's timed advances started (None: not yet) and how many it has had."""
 
-    added_at: float
+    added_at: float | None
     applied: int = 0
 
 
 class Simulator:
-    """The fake API: scripted trainings, fault injection and a record of every request."""
+    """The fake API: scripted trainings, fault injection and a record of every request.
+
+    With ``advance_every``, trainings move one stage every that many seconds, counted from
+    when they were added (``clock_from="added"``) or from the first status request about them
+    (``"first_request"``: a demo training waits for someone to follow it).
+    """
 
     def __init__(
         self,
@@ -193,12 +106,14 @@ class Simulator:
         retry_after: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         record: bool = True,
+        clock_from: Literal["added", "first_request"] = "added",
     ) -> None:
         if advance_every is not None and advance_every <= 0:
             raise ValueError("advance_every must be positive")
         self.keys: set[str] = set(keys)
         self.advance_every = advance_every
         self.retry_after = retry_after
+        self.clock_from = clock_from
         self.trainings: dict[str, SimTraining] = {}
         self.requests: list[RequestRecord] = []
         # Long benchmark runs turn the per-request record off; counts and times are still kept.
@@ -206,6 +121,11 @@ class Simulator:
         self.first_request_at: float | None = None
         self.last_request_at: float | None = None
         self.base_url: str | None = None
+        """The v3 root, ``http://127.0.0.1:<port>/api/v3``, once started."""
+        self.v6_base_url: str | None = None
+        """The v6 root, ``http://127.0.0.1:<port>/api/v6``, once started."""
+        self.streamed: list[int] = []
+        """Bytes of body sent by each finished endless or huge answer."""
         self._clock = clock
         self._clocked: dict[str, _Clocked] = {}
         self._faults: list[_FaultRule] = []
@@ -225,14 +145,17 @@ class Simulator:
         key: str = DEFAULT_KEY,
         dialect: Dialect = "newline",
         fail_at: int | None = None,
-        failure_reason: str = "CUDA out of memory",
+        failure_reason: str | None = "CUDA out of memory",
         stage: int = 0,
         added_at: float | None = None,
+        timeline: TimelineName = "documented",
     ) -> SimTraining:
         """Script a training; its key becomes a valid key of the simulator.
 
-        ``added_at`` (on the simulator's clock, default now) is when timed advances start
-        counting: benchmarks stagger trainings so their steps do not all appear at once.
+        ``timeline`` is one of ``bot.sdapi.timelines.TIMELINES`` (a ``v6`` one is served on
+        the v6 route only, the others on the v3 route). ``added_at`` (on the simulator's
+        clock, default now) is when timed advances start counting: benchmarks stagger
+        trainings so their steps do not all appear at once.
         """
         training = SimTraining(
             training_id,
@@ -241,10 +164,13 @@ class Simulator:
             stage=stage,
             fail_at=fail_at,
             failure_reason=failure_reason,
+            timeline=timeline,
         )
         self.keys.add(key)
         self.trainings[training_id] = training
-        self._clocked[training_id] = _Clocked(self._clock() if added_at is None else added_at)
+        if added_at is None and self.clock_from == "added":
+            added_at = self._clock()
+        self._clocked[training_id] = _Clocked(added_at)
         return training
 
     def inject(
@@ -283,20 +209,34 @@ class Simulator:
         timeout: float = 10.0,  # noqa: ASYNC109 -- the documented API: a bounded wait for tests
     ) -> None:
         """Wait until at least ``n`` requests (for ``training_id``) were recorded."""
+        await self._wait(lambda: self.request_count(training_id) >= n, timeout)
+
+    async def wait_for_streams(
+        self,
+        n: int,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109 -- a bounded wait for tests
+    ) -> None:
+        """Wait until at least ``n`` endless or huge answers ended (see ``streamed``)."""
+        await self._wait(lambda: len(self.streamed) >= n, timeout)
+
+    async def _wait(self, done: Callable[[], bool], seconds: float) -> None:
         self._waiters += 1
         try:
-            async with asyncio.timeout(timeout), self._condition:
-                await self._condition.wait_for(lambda: self.request_count(training_id) >= n)
+            async with asyncio.timeout(seconds), self._condition:
+                await self._condition.wait_for(done)
         finally:
             self._waiters -= 1
 
     # -- serving ---------------------------------------------------------------------------
 
     def make_app(self) -> web.Application:
-        """The aiohttp app; the status route accepts any root (``/api/v3``, sandbox...)."""
+        """The aiohttp app; the status routes accept any root (``/api/v3``, sandbox...)."""
         app = web.Application()
-        app.router.add_post(r"/{root:.*}fine_tune_status/{training_id}", self._handle)
+        app.router.add_post(r"/{root:.*}fine_tune_status/{training_id}", self._handle_v3)
+        app.router.add_post(r"/{root:.*}trainer/status/{training_id}", self._handle_v6)
         app.router.add_post(r"/{root:(?:.*/)?}{endpoint:(?:lora_)?fine_tune(?:_v2)?}", self._create)
+        app.router.add_post(r"/{root:(?:.*/)?}trainer/train", self._create_v6)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -312,6 +252,7 @@ class Simulator:
         bound_port = runner.addresses[0][1]
         shown_host = f"[{host}]" if ":" in host else host
         self.base_url = f"http://{shown_host}:{bound_port}/api/v3"
+        self.v6_base_url = f"http://{shown_host}:{bound_port}/api/v6"
         return self.base_url
 
     async def stop(self) -> None:
@@ -340,10 +281,10 @@ class Simulator:
         tunewatch against the simulator: each call gives a fresh training to follow)."""
         key = _key_of(await request.read())
         if key is None or key not in self.keys:
-            return web.Response(body=_INVALID_KEY_BODY, content_type=_JSON)
+            return web.Response(body=INVALID_KEY_BODY, content_type=JSON)
         training_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
-        self.add_training(training_id, key=key)
         lora = request.match_info["endpoint"].startswith("lora_")
+        self.add_training(training_id, key=key, timeline="lora" if lora else "dreambooth")
         log.info("simulator: created training %s", training_id)
         body = {
             "status": "success",
@@ -351,17 +292,39 @@ class Simulator:
             "data": f"it will take upto {30 if lora else 25} minutes.",
             "training_id": training_id,
         }
-        return web.Response(body=_json(body), content_type=_JSON)
+        return web.Response(body=json_bytes(body), content_type=JSON)
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _create_v6(self, request: web.Request) -> web.Response:
+        """Start a v6 trainer run (``trainer/train``); the answer's shape beyond the run's id
+        is not documented and is assumed here."""
+        key = _key_of(await request.read())
+        if key is None or key not in self.keys:
+            return web.Response(status=401, body=INVALID_KEY_BODY, content_type=JSON)
+        training_id = new_v6_id()
+        self.add_training(training_id, key=key, timeline="v6")
+        log.info("simulator: created v6 run %s", training_id)
+        body = {
+            "status": "success",
+            "message": "training_started",
+            "data": {"id": training_id, "status": "training_started"},
+        }
+        return web.Response(body=json_bytes(body), content_type=JSON)
+
+    async def _handle_v3(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, Api.V3)
+
+    async def _handle_v6(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, Api.V6)
+
+    async def _handle(self, request: web.Request, api: Api) -> web.StreamResponse:
         training_id = request.match_info["training_id"]
         key = _key_of(await request.read())
         rule = self._take_fault(training_id)
         if rule is None:
-            status, body = self._answer(training_id, key)
-            response = web.Response(status=status, body=body, content_type=_JSON)
+            status, body = self._answer(training_id, key, api)
+            response = web.Response(status=status, body=body, content_type=JSON)
         elif rule.fault is Fault.HANG:
-            await self._record(training_id, key, 503, request.content_type)
+            await self._record(training_id, key, 503, request.content_type, api)
             release = self._release
             try:
                 async with asyncio.timeout(rule.hang_seconds):
@@ -369,9 +332,12 @@ class Simulator:
             except TimeoutError:
                 pass
             return self._fault_response(Fault.UNAVAILABLE)
+        elif rule.fault in (Fault.ENDLESS, Fault.HUGE):
+            await self._record(training_id, key, 200, request.content_type, api)
+            return await self._stream(request, rule.fault)
         else:
             response = self._fault_response(rule.fault)
-        await self._record(training_id, key, response.status, request.content_type)
+        await self._record(training_id, key, response.status, request.content_type, api)
         return response
 
     def _take_fault(self, training_id: str) -> _FaultRule | None:
@@ -384,72 +350,69 @@ class Simulator:
                 return rule
         return None
 
-    def _answer(self, training_id: str, key: str | None) -> tuple[int, bytes]:
+    def _answer(self, training_id: str, key: str | None, api: Api) -> tuple[int, bytes]:
         if key is None or key not in self.keys:
-            return 200, _INVALID_KEY_BODY
+            return 200, INVALID_KEY_BODY
         training = self.trainings.get(training_id)
-        # Another account's training looks exactly like a missing one.
-        if training is None or training.key != key:
-            return 404, _NOT_FOUND_BODY
+        # Another account's training, or one of the other API, looks exactly like a missing one.
+        if training is None or training.key != key or training.api is not api:
+            return 404, NOT_FOUND_BODY
         if self.advance_every is not None:
             self._catch_up(training, self.advance_every)
         return 200, training.body_bytes()
 
     def _catch_up(self, training: SimTraining, every: float) -> None:
-        """Apply the timed advances due since the training was added (lazily, per request)."""
+        """Apply the timed advances due since the training's clock started (lazily)."""
         clocked = self._clocked[training.training_id]
-        due = int((self._clock() - clocked.added_at) // every)
+        now = self._clock()
+        if clocked.added_at is None:
+            clocked.added_at = now  # the first request about it starts its clock
+        due = int((now - clocked.added_at) // every)
         if due > clocked.applied:
             training.advance(due - clocked.applied)
             clocked.applied = due
 
     def _fault_response(self, fault: Fault) -> web.Response:
-        if fault is Fault.SERVER_ERROR:
-            body = _json({"status": "error", "message": "Internal Server Error"})
-            return web.Response(status=500, body=body, content_type=_JSON)
-        if fault is Fault.UNAVAILABLE or fault is Fault.HANG:
-            body = _json({"status": "error", "message": "Service Unavailable"})
-            return web.Response(status=503, body=body, content_type=_JSON)
-        if fault is Fault.HTML:
-            return web.Response(status=502, body=_HTML_502, content_type="text/html")
-        if fault is Fault.EMPTY:
-            return web.Response(status=200, body=b"", content_type=_JSON)
-        if fault is Fault.RATE_LIMIT_429:
-            seconds: float | int = self.retry_after
-            if float(seconds).is_integer():
-                seconds = int(seconds)
-            body = _json(
-                {"status": "error", "message": "Rate limit exceeded", "retry_after": seconds}
-            )
-            headers = {"Retry-After": str(math.ceil(self.retry_after))}
-            return web.Response(status=429, body=body, content_type=_JSON, headers=headers)
-        if fault is Fault.RATE_LIMIT_BODY:
-            body = _json(
-                {
-                    "status": "error",
-                    "messege": "Rate limit exceeded",
-                    "tips": "you are sending same request multiple times, spam filter is "
-                    "enabled, please wait for 30 seconds and try again",
-                }
-            )
-            return web.Response(status=200, body=body, content_type=_JSON)
-        if fault is Fault.INVALID_KEY:
-            return web.Response(status=200, body=_INVALID_KEY_BODY, content_type=_JSON)
-        if fault is Fault.NOT_FOUND:
-            return web.Response(status=404, body=_NOT_FOUND_BODY, content_type=_JSON)
-        return web.Response(status=200, body=b"not json{", content_type=_JSON)
+        return fault_response(fault, self.retry_after)
+
+    async def _stream(self, request: web.Request, fault: Fault) -> web.StreamResponse:
+        """An answer that never ends, or a huge one, written as the client reads it (the
+        server never holds more than one chunk); ``streamed`` records how much went out."""
+        response = web.StreamResponse(status=200, headers={"Content-Type": JSON})
+        limit = HUGE_BODY_BYTES if fault is Fault.HUGE else None
+        if limit is not None:
+            response.content_length = limit
+        else:
+            response.enable_chunked_encoding()
+        sent = 0
+        try:
+            await response.prepare(request)
+            while limit is None or sent < limit:
+                chunk = STREAM_CHUNK if limit is None else STREAM_CHUNK[: limit - sent]
+                await response.write(chunk)
+                sent += len(chunk)
+            await response.write_eof()
+        except (ConnectionError, OSError):
+            pass  # the client went away: what it should do with such an answer
+        finally:
+            self.streamed.append(sent)
+            await self._notify()
+        return response
 
     async def _record(
-        self, training_id: str, key: str | None, status: int, content_type: str
+        self, training_id: str, key: str | None, status: int, content_type: str, api: Api
     ) -> None:
         now = self._clock()
         if self.record:
-            self.requests.append(RequestRecord(training_id, key, status, now, content_type))
+            self.requests.append(RequestRecord(training_id, key, status, now, content_type, api))
         if self.first_request_at is None:
             self.first_request_at = now
         self.last_request_at = now
         self._counts[training_id] += 1
         self._total += 1
+        await self._notify()
+
+    async def _notify(self) -> None:
         # Taking the condition's lock costs; only pay it when someone waits.
         if self._waiters:
             async with self._condition:
@@ -465,33 +428,3 @@ def _key_of(raw: bytes) -> str | None:
         return None
     key = body.get("key") if isinstance(body, dict) else None
     return key if isinstance(key, str) else None
-
-
-DEMO_TRAININGS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("DemoReady01", {"stage": TERMINAL_STAGE}),
-    ("DemoRun0001", {"dialect": "newline", "stage": 1}),
-    ("DemoSlash01", {"dialect": "slash_n", "stage": 0}),
-    ("DemoFail001", {"stage": 1, "fail_at": 4}),
-)
-
-
-def run_demo(host: str, port: int, advance_every: float = 5.0) -> None:
-    """Serve the demo trainings until interrupted (blocking)."""
-    asyncio.run(_serve_demo(host, port, advance_every))
-
-
-async def _serve_demo(host: str, port: int, advance_every: float) -> None:
-    sim = Simulator(advance_every=advance_every)
-    for training_id, options in DEMO_TRAININGS:
-        sim.add_training(training_id, **options)
-    base_url = await sim.start(host, port)
-    log.info("simulated Stable Diffusion API at %s (key %s)", base_url, DEFAULT_KEY)
-    log.info(
-        "demo trainings: %s; each advances one stage every %gs",
-        ", ".join(training_id for training_id, _ in DEMO_TRAININGS),
-        advance_every,
-    )
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await sim.stop()

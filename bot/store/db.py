@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -53,11 +54,19 @@ class DatabaseError(Exception):
     ``path`` is the SQLite file, or the PostgreSQL URL with its password masked.
     """
 
-    def __init__(self, path: Path | str, reason: str, *, not_a_database: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        reason: str,
+        *,
+        not_a_database: bool = False,
+        in_use: bool = False,
+    ) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
         self.not_a_database = not_a_database
+        self.in_use = in_use
 
 
 class SchemaTooNew(DatabaseError):
@@ -252,6 +261,10 @@ class Database(ABC):
         """True when the database answers."""
         return bool(await self.fetch("SELECT 1"))
 
+    def file_problem(self) -> str | None:
+        """Why the database's file is no longer the one open (SQLite), or None."""
+        return None
+
     # -- meta -------------------------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:
@@ -316,10 +329,11 @@ class _SqliteTx(Tx):
 class SqliteDatabase(Database):
     """One SQLite file. Writes are serialised in explicit transactions (BEGIN IMMEDIATE)."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path, lock: _FileLock) -> None:
         self._conn = conn
         self._reader = _SqliteTx(conn)
         self._write_lock = asyncio.Lock()
+        self._lock = lock
         self.path = path
         self.sql = SqliteDialect()
 
@@ -333,20 +347,22 @@ class SqliteDatabase(Database):
                 f"has SQLite {sqlite3.sqlite_version}",
             )
         _check_location(path)
+        lock = _FileLock.take(path)
         try:
             conn = await aiosqlite.connect(str(path), isolation_level=None)
         except sqlite3.Error as exc:
+            lock.release()
             raise DatabaseError(path, _explain(exc)) from None
-        db = cls(conn, path)
+        db = cls(conn, path, lock)
         try:
             await db._configure()
             await db._migrate()
         except sqlite3.DatabaseError as exc:
-            await conn.close()
+            await db.close()
             garbage = "not a database" in str(exc) or "malformed" in str(exc)
             raise DatabaseError(path, _explain(exc), not_a_database=garbage) from None
         except BaseException:
-            await conn.close()
+            await db.close()
             raise
         return db
 
@@ -363,8 +379,18 @@ class SqliteDatabase(Database):
             await self._conn.execute(f"PRAGMA {pragma}")
 
     async def close(self) -> None:
-        """Close the connection (its thread ends with it)."""
-        await self._conn.close()
+        """Close the connection (its thread ends with it) and let another process open it."""
+        try:
+            await self._conn.close()
+        finally:
+            self._lock.release()
+
+    def file_problem(self) -> str | None:
+        """Why the file on disk is no longer the one open (deleted, or replaced), or None.
+
+        Writes to a deleted file go on silently, and are gone at the next start.
+        """
+        return self._lock.problem()
 
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         return await self._reader.fetch(sql, args)
@@ -409,10 +435,10 @@ class SqliteDatabase(Database):
         known = max(migrations, default=0)
         if current > known:
             raise SchemaTooNew(self.path, current, known)
-        for version, script in sorted(migrations.items()):
-            if version <= current:
-                continue
-            log.info("applying database migration %04d", version)
+        pending = sorted((v, script) for v, script in migrations.items() if v > current)
+        if pending:
+            log.info("updating the database schema from version %d to %d", current, pending[-1][0])
+        for version, script in pending:
             async with self.transaction() as tx:
                 # executescript would commit on its own: run the statements inside ours.
                 for statement in _split_sql(script):
@@ -550,10 +576,12 @@ class PostgresDatabase(Database):
             current = await conn.fetchval("SELECT MAX(version) FROM tunewatch_schema") or 0
             if current > known:
                 raise SchemaTooNew(self.path, current, known)
-            for version, script in sorted(migrations.items()):
-                if version <= current:
-                    continue
-                log.info("applying database migration %04d", version)
+            pending = sorted((v, script) for v, script in migrations.items() if v > current)
+            if pending:
+                log.info(
+                    "updating the database schema from version %d to %d", current, pending[-1][0]
+                )
+            for _version, script in pending:
                 await conn.execute(script)
             if known > current:
                 await conn.execute("DELETE FROM tunewatch_schema")
@@ -587,6 +615,50 @@ def _explain_pg(exc: BaseException, where: str) -> DatabaseError:
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         return DatabaseError(where, f"PostgreSQL: {exc}")
     return DatabaseError(where, f"{type(exc).__name__}: {exc}")
+
+
+class _FileLock:
+    """An exclusive lock on the database file for the process that has it open, and the
+    file's identity, to notice it deleted or replaced while open.
+
+    ``flock`` is independent of SQLite's own (fcntl) locks, and it goes with the process: a
+    killed bot leaves nothing to clean up.
+    """
+
+    def __init__(self, path: Path, fd: int, identity: tuple[int, int]) -> None:
+        self._path = path
+        self._fd: int | None = fd
+        self._identity = identity
+
+    @classmethod
+    def take(cls, path: Path) -> _FileLock:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise DatabaseError(path, f"cannot be opened ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise DatabaseError(path, "another tunewatch has it open", in_use=True) from None
+        stat = os.fstat(fd)
+        return cls(path, fd, (stat.st_dev, stat.st_ino))
+
+    def problem(self) -> str | None:
+        try:
+            stat = os.stat(self._path)
+        except FileNotFoundError:
+            return f"the database file {self._path} was deleted while tunewatch had it open"
+        except OSError as exc:
+            return f"the database file {self._path} cannot be checked ({exc.strerror})"
+        if (stat.st_dev, stat.st_ino) != self._identity:
+            return f"the database file {self._path} was replaced while tunewatch had it open"
+        return None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the lock
+            self._fd = None
 
 
 # -- migrations -----------------------------------------------------------------------------

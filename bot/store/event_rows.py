@@ -7,7 +7,9 @@ from typing import Any
 
 from bot.events import Event, EventKind
 
-EVENT_COLUMNS = "seq, kind, number, label, steps_to_go, eta_minutes, raw, detail, late, folded"
+EVENT_COLUMNS = (
+    "seq, kind, number, label, steps_to_go, eta_minutes, raw, detail, late, folded, elapsed_seconds"
+)
 
 
 def event_row(event: Event) -> tuple[Any, ...]:
@@ -23,6 +25,7 @@ def event_row(event: Event) -> tuple[Any, ...]:
         event.detail,
         int(event.late),
         event.folded,
+        event.elapsed_seconds,
     )
 
 
@@ -39,4 +42,5 @@ def event_of(row: Sequence[Any]) -> Event:
         detail=row[7],
         late=bool(row[8]),
         folded=row[9] or 0,
+        elapsed_seconds=row[10],
     )

@@ -114,3 +114,6 @@ class Delivery:
     next_attempt_at: float
     created_at: float
     event: Event
+    attempted_at: float | None = None
+    """When a send of it last began; None if never. Set and not marked sent: it may be on
+    Discord already."""

@@ -32,6 +32,7 @@ _DELIVERY_COLUMNS = [
     "d.attempts",
     "d.next_attempt_at",
     "d.created_at",
+    "d.attempted_at",
     *(f"e.{column}" for column in EVENT_COLUMNS.split(", ")),
 ]
 # Numbered (c0, c1...) so that the outer select_json can name them: s.kind and e.kind clash.
@@ -103,6 +104,7 @@ WHERE d.rank <= ? AND s.status = 'active' ORDER BY d.subscription_id, d.seq LIMI
             f"AND subscription_id IN ({ids})"
         ),
         "release": f"DELETE FROM delivery_leases WHERE owner = ? AND subscription_id IN ({ids})",
+        "attempted": f"UPDATE deliveries SET attempted_at = ? WHERE id IN ({ids})",
     }
 
 
@@ -129,7 +131,8 @@ def _delivery(row: Sequence[Any]) -> Delivery:
         attempts=row[7],
         next_attempt_at=row[8],
         created_at=row[9],
-        event=event_of(row[10:]),
+        attempted_at=row[10],
+        event=event_of(row[11:]),
     )
 
 
@@ -257,6 +260,14 @@ class Outbox:
                     "UPDATE subscriptions SET status = 'done', updated_at = ? "
                     "WHERE id = ? AND status = 'active'",
                     done,
+                )
+
+    async def mark_attempted(self, deliveries: Sequence[Delivery], now: float) -> None:
+        """Stamp deliveries as being sent (before the sends: see ``Delivery.attempted_at``)."""
+        if deliveries:
+            async with self._db.transaction() as tx:
+                await tx.execute(
+                    self._sql["attempted"], (now, rows_param([(d.id,) for d in deliveries]))
                 )
 
     async def mark_retry(self, delivery: Delivery, error: str, next_attempt_at: float) -> None:

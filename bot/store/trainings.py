@@ -91,7 +91,7 @@ def _record_error(sql: Dialect) -> str:
 
 # Events as json_rows columns: training_id, key_ref, then EVENT_COLUMNS.
 _EVENT_TYPES = ("text", "text", "int", "text", "int", "text", "int", "int", "text", "text",
-                "int", "int")  # fmt: skip
+                "int", "int", "real")  # fmt: skip
 
 
 class Trainings:

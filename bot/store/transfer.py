@@ -49,6 +49,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "detail",
         "late",
         "folded",
+        "elapsed_seconds",
         "observed_at",
     ),
     "subscriptions": (
@@ -78,6 +79,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "message_id",
         "created_at",
         "sent_at",
+        "attempted_at",
     ),
     "user_keys": ("user_id", "ciphertext", "created_at", "updated_at"),
 }
@@ -90,7 +92,7 @@ TYPES: dict[str, tuple[str, ...]] = {
     ),
     "events": (
         "text", "text", "int", "text", "int", "text", "int", "int", "text", "text", "int",
-        "int", "real",
+        "int", "real", "real",
     ),
     "subscriptions": (
         "int", "text", "int", "int", "int", "text", "text", "text", "text", "int", "real",
@@ -98,7 +100,7 @@ TYPES: dict[str, tuple[str, ...]] = {
     ),
     "deliveries": (
         "int", "int", "text", "text", "int", "text", "int", "real", "text", "int", "real",
-        "real",
+        "real", "real",
     ),
     "user_keys": ("int", "blob", "real", "real"),
 }  # fmt: skip

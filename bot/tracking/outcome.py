@@ -106,6 +106,7 @@ def after_status(
         training_id=training_id,
         key_ref=key_ref,
         next_poll_at=next_poll(now, rules, rand),
+        api=status.api.value,
         answered=True,
         state=status.raw_state,
         eta_minutes=status.eta_minutes,
@@ -126,16 +127,7 @@ def new_events(
     """The steps past ``after_seq`` and the terminal event an answer shows, a flood of steps
     folded into one event (see ``Rules.steps_per_poll`` and ``steps_per_training``)."""
     steps = [
-        Event(
-            seq=step.seq,
-            kind=EventKind.STEP,
-            number=step.number,
-            label=step.label,
-            steps_to_go=step.steps_to_go,
-            eta_minutes=step.eta_minutes,
-            raw=step.raw,
-            late=late,
-        )
+        dataclasses.replace(step, late=True) if late else step
         for step in status.steps
         if step.seq > after_seq
     ]
@@ -144,10 +136,12 @@ def new_events(
         kept, rest = steps[: room - 1], steps[room - 1 :]
         steps = [*kept, dataclasses.replace(rest[-1], folded=len(rest) - 1)]
     if status.finished:
-        steps.append(Event(seq=TERMINAL_SEQ, kind=EventKind.READY, late=late))
+        # What the ready message shows of the model (v6), kept as JSON in the detail.
+        model = status.model.to_json() if status.model is not None else None
+        steps.append(Event(seq=TERMINAL_SEQ, kind=EventKind.READY, detail=model, late=late))
     elif status.failed:
         steps.append(
-            Event(seq=TERMINAL_SEQ, kind=EventKind.FAILED, detail=status.failure_reason, late=late)
+            Event(seq=TERMINAL_SEQ, kind=EventKind.FAILED, detail=status.failure_text, late=late)
         )
     return steps
 

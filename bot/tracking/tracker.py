@@ -20,7 +20,7 @@ from typing import Protocol
 from bot import metrics
 from bot.sdapi.client import SdApiClient
 from bot.sdapi.errors import SdApiError
-from bot.sdapi.status import TrainingStatus
+from bot.sdapi.status import Api, TrainingStatus
 from bot.store import Store, Training, TrainingUpdate
 from bot.tracking import outcome
 from bot.tracking.loops import wait_event
@@ -186,7 +186,7 @@ class Tracker:
             return None
         started = time.monotonic()
         try:
-            status = await self._client.attempt(row.training_id, api_key)
+            status = await self._client.attempt(row.training_id, api_key, api=Api(row.api))
         except SdApiError as exc:
             metrics.POLLS.labels(type(exc).__name__).inc()
             return outcome.after_error(

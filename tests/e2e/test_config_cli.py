@@ -38,7 +38,7 @@ def run_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[st
 
 def test_env_example_documents_every_setting_with_its_default() -> None:
     text = (ROOT / ".env.example").read_text()
-    documented = dict(re.findall(r"^([A-Z_]+)=(.*)$", text, flags=re.MULTILINE))
+    documented = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", text, flags=re.MULTILINE))
     assert set(documented) == set(Settings.model_fields)
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
     for name, value in documented.items():
@@ -111,7 +111,7 @@ def test_wrong_token_is_a_clear_message(tmp_path: Path) -> None:
 
 async def test_status_subcommand_prints_the_status(tmp_path: Path) -> None:
     async with Simulator() as sim:
-        sim.add_training("CliStatus1", stage=3)
+        sim.add_training("CliStatus1", stage=3, timeline="dreambooth")
         result = await asyncio.to_thread(
             run_cli,
             "status",
@@ -134,7 +134,7 @@ async def test_status_subcommand_prints_the_status(tmp_path: Path) -> None:
     assert "3/6 steps" in result.stdout
     assert "Step:3 Model Compressing" in result.stdout
     assert missing.returncode == 1
-    assert "does not know training `NotThere01`" in missing.stderr
+    assert "does not know training NotThere01;" in missing.stderr
     assert DEFAULT_KEY not in result.stdout + result.stderr + missing.stdout + missing.stderr
 
 
@@ -220,7 +220,7 @@ async def test_status_exit_codes(tmp_path: Path) -> None:
             (("Ready00001",), api, 0, "Training Ready00001"),
             (("Failed0001",), api, 1, "CUDA out of memory"),
             (("--", "-Dash00001"), api, 0, "Training -Dash00001"),
-            (("NotThere01",), api, 1, "does not know training `NotThere01`"),
+            (("NotThere01",), api, 1, "does not know training NotThere01"),
             (("not an id!",), api, 2, "not a valid training id"),
             (("Running001",), {**api, "SD_API_KEY": "wrong-key"}, 2, "API key"),
             (

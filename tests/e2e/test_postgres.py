@@ -169,11 +169,11 @@ async def test_a_database_that_goes_away_is_reported_and_the_bot_resumes(
         await wait_until(lambda: healthz_ok(port), 30, "healthy again")
         await fake.wait_for(lambda f: len(step_messages(f, CHANNEL)) == 1, timeout=30)
         training.advance(5)
-        await fake.wait_for(lambda f: len(step_messages(f, CHANNEL)) == 6, timeout=30)
+        await fake.wait_for(lambda f: len(step_messages(f, CHANNEL)) == 4, timeout=30)
     titles = [m.embeds[0]["title"] for m in step_messages(fake, CHANNEL)]
     assert titles[0] == "Away000001 · Step 2: Training Done"
     assert titles[-1] == "Away000001 · Model ready"
-    assert len(titles) == len(set(titles)) == 6
+    assert len(titles) == len(set(titles)) == 4
     assert not fake.dms_to(USER)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def fields(embed: dict) -> dict[str, str]:
 
 
 async def test_running_training(bot: TunewatchBot, fake: FakeDiscord, sim: Simulator) -> None:
-    sim.add_training("RunAbc1234", stage=3)
+    sim.add_training("RunAbc1234", stage=3, timeline="dreambooth")
     final, ephemeral, late = await status_of(fake, "RunAbc1234")
     assert not late
     assert not ephemeral
@@ -48,7 +49,7 @@ async def test_running_training(bot: TunewatchBot, fake: FakeDiscord, sim: Simul
     assert "Compressing the model" in values["State"]
     assert "`trained_model_compressing`" in values["State"]
     assert "3/6 steps" in values["Progress"]
-    assert values["ETA"] == "about 12 min"
+    assert values["ETA"] == "about 25 min"
     assert "Step:3 Model Compressing" in embed["description"]
     assert embed["color"] == 0x5865F2
     assert "timestamp" in embed
@@ -131,3 +132,22 @@ async def test_wrong_key(fake: FakeDiscord, sim: Simulator, db_path: Path) -> No
     assert ephemeral
     assert "rejected the API key" in final["embeds"][0]["description"]
     assert "not-the-right-key" not in str(fake.requests)
+
+
+async def test_a_member_asking_very_often_shares_requests_and_is_slowed(
+    bot: TunewatchBot, fake: FakeDiscord, sim: Simulator
+) -> None:
+    # 30 asks in a burst from one member: the first asks share one API request, and past the
+    # member's rate the answer is a private "slow down" with when to retry, no request at all.
+    sim.add_training("Flood00001", stage=2)
+    sim.add_training("Flood00002", stage=2)
+    answers = await asyncio.gather(
+        *(status_of(fake, "Flood00001" if i % 2 else "Flood00002") for i in range(30))
+    )
+    slowed = [final for final, ephemeral, _ in answers if ephemeral]
+    shown = [final for final, ephemeral, _ in answers if not ephemeral]
+    assert len(shown) == 10  # the member's rate: 10 asks a minute
+    assert all("very often" in final["embeds"][0]["description"] for final in slowed)
+    assert all("<t:" in final["embeds"][0]["description"] for final in slowed)
+    assert sim.request_count("Flood00001") + sim.request_count("Flood00002") == 2
+    assert not any(late for _, _, late in answers)

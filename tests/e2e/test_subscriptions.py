@@ -28,13 +28,13 @@ from tests.support.harness import (
 
 pytestmark = pytest.mark.timeout(90)
 
+# The documented timeline after its first step (no line for compressing or deploying).
 STEP_TITLES = [
     "Step 2: Training Done",
-    "Step 3: Model Compressing",
-    "Step 4: Model Uploading",
-    "Step 5: Model Uploaded",
-    "Step 6: Deploying Model",
+    "Step 3: Model Uploading",
+    "Step 4: Model Uploaded",
 ]
+MESSAGES = len(STEP_TITLES) + 1  # the steps, then "Model ready"
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ async def test_full_flow_one_message_per_step_then_silence(
     again = await subscribe(fake, "Flow000001")
     assert "already follows" in again["content"]
 
-    for expected in range(1, 7):
+    for expected in (1, 1, 2, 3, 3, 4):  # after each stage, 2 to 7
         training.advance()
         await fake.wait_for(lambda f, n=expected: len(step_messages(f, CHANNEL)) >= n)
 
@@ -103,8 +103,7 @@ async def test_full_flow_one_message_per_step_then_silence(
 
 
 async def test_fan_out_one_poll_per_cycle(fake: FakeDiscord, sim: Simulator, db_path: Path) -> None:
-    # A 1 s interval: each command's status check pushes the next poll a full interval back, so
-    # the tracker cannot slip a poll in between the seven commands even on a slow machine.
+    # A 1 s interval: each command's status check pushes the next poll a full interval back.
     env = settings_for(fake, sim, db_path, POLL_INTERVAL_SECONDS="1")
     async with running_bot(env) as bot:
         await _fan_out(bot, fake, sim)
@@ -122,12 +121,13 @@ async def _fan_out(bot: TunewatchBot, fake: FakeDiscord, sim: Simulator) -> None
         final = await notify(fake, "FanOut0001", user)
         assert "I will DM you" in final["content"]
     command_polls = sim.request_count("FanOut0001")
-    assert command_polls == 7  # one status check per command
+    # Seven commands within a few seconds about one training and key share one request.
+    assert command_polls == 1
 
     training.advance(6)
     await fake.wait_for(
         lambda f: (
-            all(len(step_messages(f, c)) == 6 for c in channels)
+            all(len(step_messages(f, c)) == MESSAGES for c in channels)
             and all(len(f.dms_to(u)) == 1 for u in users)
         ),
         timeout=20,
@@ -148,14 +148,14 @@ async def _fan_out(bot: TunewatchBot, fake: FakeDiscord, sim: Simulator) -> None
 async def test_failed_training_final_message_with_reason(
     bot: TunewatchBot, fake: FakeDiscord, sim: Simulator
 ) -> None:
-    training = sim.add_training("Fails00001", stage=2, fail_at=4, failure_reason="Disk full")
+    training = sim.add_training("Fails00001", stage=2, fail_at=5, failure_reason="Disk full")
     await subscribe(fake, "Fails00001")
     await notify(fake, "Fails00001", USER)
     training.advance(5)
     await fake.wait_for(lambda f: len(f.dms_to(USER)) == 1 and len(step_messages(f, CHANNEL)) == 2)
     messages = step_messages(fake, CHANNEL)
     assert titles(messages) == [
-        "Fails00001 · Step 3: Model Compressing",
+        "Fails00001 · Step 3: Model Uploading",
         "Fails00001 · Training failed",
     ]
     assert "Disk full" in messages[-1].embeds[0]["description"]
@@ -178,7 +178,7 @@ async def test_api_faults_mid_training_lose_nothing(
             await fake.wait_for(lambda f: len(step_messages(f, CHANNEL)) == 1)
             sim.inject(fault, count=None)
             before = sim.request_count("Faulty0001")
-            training.advance()
+            training.advance(2)
             if fault is Fault.RATE_LIMIT_BODY:
                 # "please wait for 30 seconds": honoured, so only one request in this test's time
                 await sim.wait_for_requests(before + 1, training_id="Faulty0001")
@@ -195,7 +195,7 @@ async def test_api_faults_mid_training_lose_nothing(
                 sim.clear_faults()
             assert len(step_messages(fake, CHANNEL)) == 1  # nothing readable came back
             training.advance(5)
-            await fake.wait_for(lambda f: len(step_messages(f, CHANNEL)) == 6, timeout=20)
+            await fake.wait_for(lambda f: len(step_messages(f, CHANNEL)) == MESSAGES, timeout=20)
             assert titles(step_messages(fake, CHANNEL)) == [
                 f"Faulty0001 · {t}" for t in STEP_TITLES
             ] + ["Faulty0001 · Model ready"]
@@ -214,7 +214,7 @@ async def test_api_hang_mid_training(fake: FakeDiscord, sim: Simulator, db_path:
         sim.clear_faults()
         sim.release_hangs()
         training.advance(5)
-        await fake.wait_for(lambda f: len(step_messages(f, CHANNEL)) == 6, timeout=20)
+        await fake.wait_for(lambda f: len(step_messages(f, CHANNEL)) == MESSAGES, timeout=20)
         assert titles(step_messages(fake, CHANNEL))[0] == "Hangs00001 · Step 2: Training Done"
         await assert_silence(bot, fake, sim, "Hangs00001")
 
@@ -231,7 +231,7 @@ async def test_lost_permission_and_deleted_channel_pause_only_those(
     fake.set_channel_access(locked, can_send=False, announce=False)
     fake.delete_channel(deleted, announce=False)
     training.advance(6)
-    await fake.wait_for(lambda f: len(step_messages(f, healthy)) == 6, timeout=20)
+    await fake.wait_for(lambda f: len(step_messages(f, healthy)) == MESSAGES, timeout=20)
     assert step_messages(fake, locked) == []
 
     async def paused() -> bool:
@@ -393,7 +393,7 @@ async def test_archived_thread_pauses_and_refused_payload_skips_one_message(
     await subscribe(fake, "Archive001", other)
     fake.fail_next(rf"^/channels/{thread}/messages$", 400, code=50083)
     fake.fail_next(rf"^/channels/{other}/messages$", 400, code=50035)  # Invalid Form Body
-    training.advance(2)
+    training.advance(3)
     await fake.wait_for(lambda f: len(step_messages(f, other)) == 1)
 
     async def archived_paused() -> bool:
@@ -402,7 +402,7 @@ async def test_archived_thread_pauses_and_refused_payload_skips_one_message(
 
     await wait_until(archived_paused, what="the thread subscription paused")
     # The refused message was given up; the next one still went out.
-    assert titles(step_messages(fake, other)) == ["Archive001 · Step 3: Model Compressing"]
+    assert titles(step_messages(fake, other)) == ["Archive001 · Step 3: Model Uploading"]
 
 
 async def test_training_id_autocomplete_suggests_followed_trainings(

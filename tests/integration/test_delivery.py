@@ -32,6 +32,7 @@ from bot.tracking.delivery import (
     TransientDeliveryError,
     make_nonce,
 )
+from tests.support.disk import TinyDisk
 from tests.support.harness import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -53,6 +54,7 @@ class RecordingNotifier:
     sent: list[tuple[int, int, EventKind, int]] = field(default_factory=list)  # sub, seq, kind
     failures: dict[int, list[Exception]] = field(default_factory=dict)  # sub id -> to raise
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    looked_for: list[int] = field(default_factory=list)  # delivery ids
 
     async def send(self, delivery: Delivery, nonce: str) -> int | None:
         pending = self.failures.get(delivery.subscription_id)
@@ -63,6 +65,14 @@ class RecordingNotifier:
         )
         self.arrived.set()
         return len(self.sent)
+
+    async def find_sent(self, delivery: Delivery) -> int | None:
+        """As a channel's history would show it: the message, if it was sent."""
+        self.looked_for.append(delivery.id)
+        for i, (sub, seq, _, _) in enumerate(self.sent):
+            if (sub, seq) == (delivery.subscription_id, delivery.event.seq):
+                return i + 1
+        return None
 
     def seqs(self, sub_id: int) -> list[int]:
         return [seq for sub, seq, _, _ in self.sent if sub == sub_id]
@@ -218,3 +228,58 @@ async def test_deliverer_stops_when_woken_just_before(store: Store) -> None:
     await parked(deliverer._wake)
     deliverer.wake()
     await stops(deliverer.stop)
+
+
+async def test_a_message_sent_before_a_crash_is_found_not_sent_again(store: Store) -> None:
+    # The bot sent step 0 and died before writing its mark: the row was stamped as attempted.
+    (a,) = await outbox_with_steps(store, 2, 1)
+    notifier = RecordingNotifier()
+    batch = await store.outbox.due(time.time(), limit=10)
+    await store.outbox.mark_attempted(batch[0][:1], time.time())
+    await notifier.send(batch[0][0], "nonce")  # what reached Discord before the crash
+    await Deliverer(store, notifier, instance_id="abcd1234").drain_once()
+    assert notifier.seqs(a) == [0, 1]  # step 0 once, found in the channel
+    assert notifier.looked_for == [batch[0][0].id]  # only the attempted one was looked for
+    assert delivery_counts(store) == {"sent": 2}
+
+
+@pytest.mark.allow_errors  # the full disk is logged (once) as an ERROR
+async def test_a_full_disk_stops_sending_until_the_marks_can_be_written(
+    tiny_disk: TinyDisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The disk fills up between the sends and their "sent" marks: no message may be sent
+    # again (or any new one sent) until the marks are written.
+    store = await Store.open(tiny_disk.path / "t.db")
+    try:
+        (a,) = await outbox_with_steps(store, 3, 1)
+        notifier = FillingNotifier(tiny_disk)
+        deliverer = Deliverer(store, notifier, instance_id="abcd1234", store_backoff_max=0.05)
+        deliverer.start()
+        try:
+            await wait_until(lambda: deliverer.problem is not None, what="the full disk seen")
+            assert "full" in deliverer.problem  # type: ignore[operator]
+            await wait_until(lambda: deliverer._store_failures >= 3, what="three refused writes")
+            assert notifier.seqs(a) == [0, 1, 2]  # once each, never again while unmarked
+            tiny_disk.free()
+            await wait_until(lambda: deliverer.problem is None, what="the marks written")
+        finally:
+            await deliverer.stop()
+        assert notifier.seqs(a) == [0, 1, 2]
+        assert delivery_counts(store) == {"sent": 3}
+    finally:
+        await store.close()
+    stopped = [r for r in caplog.records if "delivering is stopped" in r.getMessage()]
+    assert len(stopped) == 1  # said once, not at every retry
+
+
+class FillingNotifier(RecordingNotifier):
+    """Discord's side; the disk fills up right after the first message is sent."""
+
+    def __init__(self, disk: TinyDisk) -> None:
+        super().__init__()
+        self.disk = disk
+
+    async def send(self, delivery: Delivery, nonce: str) -> int | None:
+        message_id = await super().send(delivery, nonce)
+        self.disk.fill()
+        return message_id

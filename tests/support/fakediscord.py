@@ -215,6 +215,7 @@ class FakeDiscord:
         global_limit: int = 50,
         channel_limit: int = 5,
         channel_window: float = 5.0,
+        nonce_window: float = NONCE_WINDOW,
     ) -> None:
         self.rate_limits = rate_limits
         self.latency = latency
@@ -222,6 +223,8 @@ class FakeDiscord:
         self.global_limit = global_limit
         self.channel_limit = channel_limit
         self.channel_window = channel_window
+        # How long Discord returns the first message for a repeated nonce ("a few minutes").
+        self.nonce_window = nonce_window
         self.api_base = ""
         self.gateway_url = ""
         self.requests: list[Request] = []
@@ -310,6 +313,7 @@ class FakeDiscord:
         *,
         can_send: bool = True,
         embed_links: bool = True,
+        read_history: bool = True,
     ) -> None:
         if guild_id not in self.guilds:
             self.add_guild(guild_id)
@@ -321,6 +325,7 @@ class FakeDiscord:
             "position": position,
             "can_send": can_send,
             "embed_links": embed_links,
+            "read_history": read_history,
         }
         if any(s.ready for s in self._sessions):
             self._broadcast("CHANNEL_CREATE", self._channel_payload(channel_id))
@@ -375,6 +380,7 @@ class FakeDiscord:
     @staticmethod
     def _denied(channel: dict[str, Any]) -> int:
         deny = 0 if channel["can_send"] else SEND_MESSAGES | SEND_MESSAGES_IN_THREADS
+        deny |= 0 if channel.get("read_history", True) else READ_MESSAGE_HISTORY
         return deny | (0 if channel["embed_links"] else EMBED_LINKS)
 
     def _channel_payload(self, channel_id: int) -> dict[str, Any]:
@@ -819,6 +825,7 @@ class FakeDiscord:
             ("POST", rf"/webhooks/{snow}/([^/]+)", self._followup),
             *[(m, hook_msg, self._webhook_message) for m in ("GET", "PATCH", "DELETE")],
             ("POST", rf"/channels/{snow}/messages", self._create_message),
+            ("GET", rf"/channels/{snow}/messages", self._history),
             ("GET", rf"/channels/{snow}/messages/{snow}", self._channel_message),
             ("PATCH", rf"/channels/{snow}/messages/{snow}", self._channel_message),
             ("DELETE", rf"/channels/{snow}/messages/{snow}", self._channel_message),
@@ -986,7 +993,7 @@ class FakeDiscord:
             return _error(400, "Cannot send an empty message", 50006)
         nonce = body.get("nonce")
         now = time.monotonic()
-        self._nonces = {k: v for k, v in self._nonces.items() if now - v[0] < NONCE_WINDOW}
+        self._nonces = {k: v for k, v in self._nonces.items() if now - v[0] < self.nonce_window}
         key = (BOT_USER_ID, str(nonce))
         if nonce is not None and body.get("enforce_nonce") and key in self._nonces:
             return _json_response(self._message_payload(self._nonces[key][1]), 200, headers)
@@ -994,6 +1001,24 @@ class FakeDiscord:
         if nonce is not None:
             self._nonces[key] = (now, msg)
         return _json_response(self._message_payload(msg), 200, headers)
+
+    async def _history(self, record: Request, match: re.Match[str], _: Any) -> web.Response:
+        """The channel's latest messages, newest first (``limit``, ``before``, as Discord)."""
+        channel_id = int(match[1])
+        if channel_id in self.channels:
+            if not self.channels[channel_id].get("read_history", True):
+                return _error(403, "Missing Access", 50001)
+        elif channel_id not in self.dm_channels:
+            return _error(404, "Unknown Channel", 10003)
+        limit = min(100, max(1, int(record.query.get("limit", 50))))
+        before = int(record.query.get("before", 1 << 63))
+        found = [
+            m
+            for m in reversed(self.messages)
+            if m.channel_id == channel_id and not m.deleted and m.id < before
+        ][:limit]
+        # A fetched message has no nonce: only the answer to its own send carries it.
+        return _json_response([{**self._message_payload(m), "nonce": None} for m in found])
 
     async def _channel_message(self, record: Request, match: re.Match[str], _: Any) -> web.Response:
         channel_id, message_id = int(match[1]), int(match[2])

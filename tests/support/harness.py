@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import discord
 
 from bot.app import TunewatchBot
@@ -71,8 +74,9 @@ async def running_bot(env: dict[str, str]) -> AsyncIterator[TunewatchBot]:
 class BotProcess:
     """`python -m bot` as an operator runs it, killable without a clean shutdown."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *, nofile: int | None = None) -> None:
         self.env = env
+        self.nofile = nofile  # its limit on open files (RLIMIT_NOFILE), as systemd's LimitNOFILE=
         self.proc: asyncio.subprocess.Process | None = None
         self.output = bytearray()
         self._reader: asyncio.Task[None] | None = None
@@ -92,8 +96,14 @@ class BotProcess:
             env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=None if self.nofile is None else self._limit_files,
         )
         self._reader = asyncio.create_task(self._read())
+
+    def _limit_files(self) -> None:
+        assert self.nofile is not None
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, hard))
 
     async def _read(self) -> None:
         assert self.proc is not None
@@ -166,6 +176,8 @@ __all__ = [
     "MANAGE_CHANNELS",
     "USER",
     "BotProcess",
+    "free_port",
+    "health",
     "running_bot",
     "settings_for",
     "step_messages",
@@ -193,3 +205,23 @@ async def wait_until(
         if loop.time() > deadline:
             raise TimeoutError(f"timed out waiting for {what() if callable(what) else what}")
         await asyncio.sleep(every)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a bot's HTTP_PORT)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def health(port: int) -> tuple[int, dict[str, Any]] | None:
+    """A bot's /healthz: (HTTP status, body), or None when nothing answers."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.get(f"http://127.0.0.1:{port}/healthz") as response,
+        ):
+            return response.status, await response.json()
+    except (aiohttp.ClientError, OSError, ValueError):
+        return None

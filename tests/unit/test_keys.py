@@ -413,8 +413,9 @@ async def test_check_key_against_the_simulator() -> None:
         await client.check_key("valid-key-two", budget=5)
         with pytest.raises(InvalidApiKey) as caught:
             await client.check_key("wrong-key-xyz", budget=5)
-        assert "Invalid Api Key" in caught.value.user_message
-        assert "wrong-key-xyz" not in str(caught.value) + caught.value.user_message
+        said = render.api_error_text(caught.value)
+        assert "Invalid Api Key" in said
+        assert "wrong-key-xyz" not in str(caught.value) + said
         # A training asked with another valid key answers not-found.
         with pytest.raises(TrainingNotFound):
             await client.fine_tune_status("Owned00001", "valid-key-two")
