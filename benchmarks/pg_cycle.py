@@ -13,6 +13,7 @@ import asyncio
 import gc
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -46,9 +47,11 @@ class CountingClient(SdApiClient):
 
     polls = 0
 
-    async def attempt(self, training_id: str, api_key: str) -> TrainingStatus:
+    async def attempt(
+        self, training_id: str, key: str, *args: Any, **kwargs: Any
+    ) -> TrainingStatus:
         self.polls += 1
-        return await super().attempt(training_id, api_key)
+        return await super().attempt(training_id, key, *args, **kwargs)
 
 
 async def cycle(
