@@ -23,6 +23,7 @@ from bot.sdapi.client import SdApiClient
 from bot.store import Store
 from bot.tracking.delivery import Deliverer
 from bot.tracking.outcome import Rules
+from bot.tracking.policy import PollPolicy
 from bot.tracking.tracker import Tracker
 from bot.web import HttpLimits, OpsDeps, OpsServer
 
@@ -126,6 +127,8 @@ class TunewatchBot(commands.Bot):
             self.keys,
             Rules(
                 interval=settings.POLL_INTERVAL_SECONDS,
+                max_interval=settings.poll_max_seconds,
+                policy=PollPolicy(settings.POLL_POLICY),
                 max_backoff=settings.MAX_BACKOFF_SECONDS,
                 not_found_confirmations=settings.NOT_FOUND_CONFIRMATIONS,
                 not_found_window=settings.NOT_FOUND_WINDOW_SECONDS,

@@ -47,6 +47,12 @@ class Training(NamedTuple):
     first_not_found_at: float | None
     last_ok_at: float | None
     failing_since: float | None
+    observation: str | None = None
+    """What the poll policy knows of the training (JSON), None before its first answer."""
+    last_polled_at: float | None = None
+    """When the training was last claimed for a poll."""
+    poll_reason: str | None = None
+    """Why ``next_poll_at`` is then ("ETA", "learned stage length", "fallback"...)."""
 
     @property
     def ref(self) -> tuple[str, str]:
@@ -74,6 +80,10 @@ class TrainingUpdate:
     not_found_count: int = 0
     first_not_found_at: float | None = None
     failing_since: float | None = None
+    observation: str | None = None
+    """The poll policy's new view of the training (JSON); None: unchanged."""
+    poll_reason: str | None = None
+    """Why ``next_poll_at`` is then."""
     planned_at: float | None = None
     """The next poll time the claim wrote: if the row says otherwise when this is recorded,
     someone asked for a poll meanwhile (a webhook, a command), and the sooner time stays."""
