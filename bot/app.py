@@ -73,6 +73,14 @@ class TunewatchTree(app_commands.CommandTree["TunewatchBot"]):
             log.warning("could not tell the user about the error (interaction expired?)")
 
 
+def quiet_voice_warnings() -> None:
+    """tunewatch never joins a voice channel: discord.py's warnings about the missing voice
+    libraries (PyNaCl, davey) at every start are noise. They are flags discord.py itself clears
+    after warning once."""
+    discord.VoiceClient.warn_nacl = False
+    discord.VoiceClient.warn_dave = False
+
+
 class TunewatchBot(commands.Bot):
     """The bot process: discord.py client plus tunewatch's engine."""
 
@@ -85,6 +93,7 @@ class TunewatchBot(commands.Bot):
 
     def __init__(self, settings: Settings, **options: Any) -> None:
         point_discord_at(settings)
+        quiet_voice_warnings()
         intents = discord.Intents.none()
         intents.guilds = True
         super().__init__(

@@ -70,4 +70,9 @@ ACTIVE_TRAININGS = Gauge("tunewatch_active_trainings", "Trainings being polled")
 SUBSCRIPTIONS = Gauge(
     "tunewatch_subscriptions", "Subscriptions by kind and status", ["kind", "status"]
 )
+NEXT_POLL = Gauge(
+    "tunewatch_training_next_poll_timestamp_seconds",
+    "When each followed training is polled next (Unix time), and why then",
+    ["training_id", "key_ref", "reason"],
+)
 LAST_TICK_AGE = Gauge("tunewatch_tracker_last_tick_age_seconds", "Age of the last tracker tick")

@@ -212,6 +212,9 @@ class OpsServer:
     async def _metrics(self, _request: web.Request) -> web.Response:
         store = self._deps.store
         metrics.ACTIVE_TRAININGS.set(await store.trainings.count_followed())
+        metrics.NEXT_POLL.clear()  # only the trainings followed now
+        for training_id, key_ref, at, reason in await store.trainings.schedule():
+            metrics.NEXT_POLL.labels(training_id, key_ref, reason or "unknown").set(at)
         for (kind, status), count in (await store.subscriptions.count_by_status()).items():
             metrics.SUBSCRIPTIONS.labels(kind, status).set(count)
         tick = self._deps.tracker.last_tick

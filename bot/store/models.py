@@ -107,6 +107,10 @@ class Subscription:
     state: str | None = None
     terminal: EventKind | None = None
     last_error: str | None = None
+    next_poll_at: float | None = None
+    """When its training is polled next (while someone follows it)..."""
+    poll_reason: str | None = None
+    """...and why then ("ETA", "learned stage length", "fallback"...)."""
 
 
 @dataclass(frozen=True, slots=True)

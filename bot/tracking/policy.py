@@ -752,8 +752,8 @@ def plan_next_poll(
     if obs.finished:
         return _plan(now, bounds.max_gap, Reason.FINISHED, bounds)
     if policy is PollPolicy.FIXED:
-        # The first round's interval +-jitter, but never below the interval.
-        return _plan(now, bounds.min_gap * (1 + bounds.jitter * (2 * r - 1)), Reason.FIXED, bounds)
+        # The interval, with jitter upwards only: never below the interval.
+        return _plan(now, bounds.min_gap * (1 + bounds.jitter * r), Reason.FIXED, bounds)
     g, big = bounds.min_gap, bounds.max_gap
     expected = expect_stage_end(obs, now, learned, tuning)
     if expected is None:

@@ -172,6 +172,8 @@ async def test_healthz_ok_and_metrics(
         "tunewatch_active_trainings 1.0",
         'tunewatch_subscriptions{kind="channel",status="active"} 1.0',
         "tunewatch_tracker_last_tick_age_seconds",
+        'tunewatch_training_next_poll_timestamp_seconds{key_ref="default",reason="fixed",'
+        'training_id="Metric0001"}',
     ):
         assert name in text, name
 

@@ -95,7 +95,7 @@ def test_new_steps_and_the_end_are_events() -> None:
         (TERMINAL_SEQ, EventKind.READY),
     ]
     assert update.events[0].number == 3
-    assert update.next_poll_at == NOW + 60  # the interval, jitter at its middle
+    assert update.next_poll_at == NOW + 63  # the interval, with half of the (upward) jitter
     assert update.planned_at == NOW + 60
     assert not any(e.late for e in update.events)
 

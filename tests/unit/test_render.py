@@ -3,6 +3,7 @@ length limits, and API text kept inert everywhere (titles, fields, footers, desc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -628,3 +629,25 @@ def test_rate_limit_in_words() -> None:
 def test_api_words_in_an_error_are_inert_on_discord() -> None:
     assert_text_inert(render.api_error_text(UnexpectedResponse(api_message=HOSTILE)))
     assert HOSTILE in render.api_error_plain(UnexpectedResponse(api_message=HOSTILE))
+
+
+def test_subscription_line_says_when_the_training_is_checked_next_and_why() -> None:
+    sub = Subscription(
+        id=1,
+        kind=SubscriptionKind.CHANNEL,
+        guild_id=1,
+        channel_id=2,
+        user_id=3,
+        training_id="T1",
+        key_ref="default",
+        status=SubscriptionStatus.ACTIVE,
+        reason=None,
+        baseline_seq=-1,
+        created_at=0.0,
+        state="training_started",
+        next_poll_at=1_900_000_000.5,
+        poll_reason="ETA, clamped to minimum",
+    )
+    assert "next check <t:1900000000:R> (ETA, clamped to minimum)" in render.subscription_line(sub)
+    done = dataclasses.replace(sub, status=SubscriptionStatus.DONE)
+    assert "next check" not in render.subscription_line(done)
