@@ -115,6 +115,8 @@ class Simulator:
         self.retry_after = retry_after
         self.clock_from = clock_from
         self.trainings: dict[str, SimTraining] = {}
+        # Trainings whose answer a function gives, on the simulator's clock (replayed timelines).
+        self.scripted: dict[str, tuple[str, Api, Callable[[], bytes]]] = {}
         self.requests: list[RequestRecord] = []
         # Long benchmark runs turn the per-request record off; counts and times are still kept.
         self.record = record
@@ -137,6 +139,19 @@ class Simulator:
         self._runner: web.AppRunner | None = None
 
     # -- scripting -------------------------------------------------------------------------
+
+    def add_scripted(
+        self,
+        training_id: str,
+        answer: Callable[[], bytes],
+        *,
+        key: str = DEFAULT_KEY,
+        api: Api = Api.V3,
+    ) -> None:
+        """A training whose status body ``answer()`` gives at each request (benchmarks replay
+        recorded or generated timelines this way); its key becomes a valid key."""
+        self.keys.add(key)
+        self.scripted[training_id] = (key, api, answer)
 
     def add_training(
         self,
@@ -353,6 +368,9 @@ class Simulator:
     def _answer(self, training_id: str, key: str | None, api: Api) -> tuple[int, bytes]:
         if key is None or key not in self.keys:
             return 200, INVALID_KEY_BODY
+        scripted = self.scripted.get(training_id)
+        if scripted is not None and scripted[:2] == (key, api):
+            return 200, scripted[2]()
         training = self.trainings.get(training_id)
         # Another account's training, or one of the other API, looks exactly like a missing one.
         if training is None or training.key != key or training.api is not api:

@@ -82,6 +82,8 @@ class TrainingUpdate:
     failing_since: float | None = None
     observation: str | None = None
     """The poll policy's new view of the training (JSON); None: unchanged."""
+    polled_at: float | None = None
+    """When the API was asked (a command's own request counts as a poll too)."""
     poll_reason: str | None = None
     """Why ``next_poll_at`` is then."""
     planned_at: float | None = None

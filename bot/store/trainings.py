@@ -59,9 +59,10 @@ _RECORD_ANSWER = (
     "failure_reason = j.c8, finished_at = j.c9, "
     f"next_poll_at = {_NEXT_POLL.format('j.c10')}, api = j.c11, "
     "observation = COALESCE(j.c12, trainings.observation), poll_reason = j.c13, "
+    "last_polled_at = COALESCE(j.c14, trainings.last_polled_at), "
     "consecutive_errors = 0, last_error = NULL, not_found_count = 0, "
     "first_not_found_at = NULL, failing_since = NULL, last_ok_at = ? "
-    f"FROM ({json_rows(14)}) AS j "
+    f"FROM ({json_rows(15)}) AS j "
     "WHERE trainings.training_id = j.c0 AND trainings.key_ref = j.c1"
 )
 # A poll that failed: when to try again and why; the last good state stays.
@@ -295,6 +296,7 @@ class _Rows:
                     update.api,
                     update.observation,
                     update.poll_reason,
+                    update.polled_at,
                 )
             )
         else:

@@ -166,6 +166,7 @@ def after_status(
         key_ref=key_ref,
         next_poll_at=plan.at,
         poll_reason=plan.why,
+        polled_at=now,
         observation=None if obs is None or obs is previous else _json(obs),
         api=status.api.value,
         answered=True,

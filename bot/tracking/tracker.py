@@ -98,6 +98,10 @@ class Tracker:
         self._learn_again = asyncio.Event()
         self._idle = asyncio.Event()  # set while no poll is in flight
         self._idle.set()
+        # Polls claimed whose result is not written yet (or that had nothing to write).
+        self._unsettled = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
         self.last_tick: float | None = None
         self.learned = outcome.NO_LEARNING
         """How long each stage of each kind of training took in finished runs (adaptive)."""
@@ -141,6 +145,18 @@ class Tracker:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._results = asyncio.Queue()
         self._idle.set()
+        self._unsettled = 0
+        self._settled.set()
+
+    async def settled(self) -> None:
+        """Wait until every poll claimed so far has been answered and its result written."""
+        await self._settled.wait()
+
+    def _done_with(self, polls: int) -> None:
+        self._unsettled -= polls
+        if self._unsettled <= 0:
+            self._unsettled = 0
+            self._settled.set()
 
     def wake(self) -> None:
         """Look for due trainings now (a subscription was added or a webhook arrived)."""
@@ -204,6 +220,8 @@ class Tracker:
         if row.ref in self._polls:
             return  # still in flight from an earlier claim (its lease ran out): once is enough
         self._idle.clear()
+        self._unsettled += 1
+        self._settled.clear()
         self._polls[row.ref] = asyncio.create_task(self._poll(row, planned_at))
 
     async def _poll(self, row: Training, planned_at: float) -> None:
@@ -222,7 +240,9 @@ class Tracker:
                 self._idle.set()
             if full:
                 self._wake.set()  # room to claim again
-        if update is not None:
+        if update is None:
+            self._done_with(1)
+        else:
             self._results.put_nowait(update)
 
     async def _answer(self, row: Training, planned_at: float | None) -> TrainingUpdate | None:
@@ -278,7 +298,9 @@ class Tracker:
                 log.exception(
                     "recording %d poll results failed; they will be polled again", len(batch)
                 )
+                self._done_with(len(batch))
                 continue
+            self._done_with(len(batch))
             metrics.POLL_RESULTS_WRITTEN.inc(len(batch))
             self._count_finished(batch)
             if created:
