@@ -69,6 +69,7 @@ class RequestRecord:
     at: float
     content_type: str = ""
     api: Api = Api.V3
+    path: str = ""
 
 
 _ID_ALPHABET = string.ascii_letters + string.digits
@@ -339,7 +340,7 @@ class Simulator:
             status, body = self._answer(training_id, key, api)
             response = web.Response(status=status, body=body, content_type=JSON)
         elif rule.fault is Fault.HANG:
-            await self._record(training_id, key, 503, request.content_type, api)
+            await self._record(request, training_id, key, 503, api)
             release = self._release
             try:
                 async with asyncio.timeout(rule.hang_seconds):
@@ -348,11 +349,11 @@ class Simulator:
                 pass
             return self._fault_response(Fault.UNAVAILABLE)
         elif rule.fault in (Fault.ENDLESS, Fault.HUGE):
-            await self._record(training_id, key, 200, request.content_type, api)
+            await self._record(request, training_id, key, 200, api)
             return await self._stream(request, rule.fault)
         else:
             response = self._fault_response(rule.fault)
-        await self._record(training_id, key, response.status, request.content_type, api)
+        await self._record(request, training_id, key, response.status, api)
         return response
 
     def _take_fault(self, training_id: str) -> _FaultRule | None:
@@ -418,11 +419,15 @@ class Simulator:
         return response
 
     async def _record(
-        self, training_id: str, key: str | None, status: int, content_type: str, api: Api
+        self, request: web.Request, training_id: str, key: str | None, status: int, api: Api
     ) -> None:
         now = self._clock()
         if self.record:
-            self.requests.append(RequestRecord(training_id, key, status, now, content_type, api))
+            self.requests.append(
+                RequestRecord(
+                    training_id, key, status, now, request.content_type, api, request.path
+                )
+            )
         if self.first_request_at is None:
             self.first_request_at = now
         self.last_request_at = now

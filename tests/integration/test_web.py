@@ -253,21 +253,3 @@ async def test_no_http_server_without_port(
     async with running_bot(settings_for(fake, sim, db_path)) as running:
         assert running.ops_server is None
     await asyncio.sleep(0)
-
-
-def test_loop_histogram_exports_like_prometheus_client() -> None:
-    from prometheus_client import CollectorRegistry, Histogram, generate_latest
-
-    from bot.metrics import LoopHistogram
-
-    ours, theirs = CollectorRegistry(), CollectorRegistry()
-    fast = LoopHistogram("x_seconds", "doc", (0.1, 1, 5), registry=ours)
-    reference = Histogram("x_seconds", "doc", buckets=(0.1, 1, 5), registry=theirs)
-    for value in (0.05, 0.1, 0.5, 1.0, 3, 7, 0.0):
-        fast.observe(value)
-        reference.observe(value)
-    # prometheus_client adds a _created sample of its own; the rest must be the same text.
-    expected = [
-        line for line in generate_latest(theirs).decode().splitlines() if "_created" not in line
-    ]
-    assert generate_latest(ours).decode().splitlines() == expected
