@@ -141,6 +141,8 @@ class TunewatchBot(commands.Bot):
                 max_backoff=settings.MAX_BACKOFF_SECONDS,
                 not_found_confirmations=settings.NOT_FOUND_CONFIRMATIONS,
                 not_found_window=settings.NOT_FOUND_WINDOW_SECONDS,
+                steps_per_poll=settings.STEP_MESSAGES_PER_POLL,
+                steps_per_training=settings.STEP_MESSAGES_PER_TRAINING,
             ),
             on_outbox=self._outbox_written,
         )

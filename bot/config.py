@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     MAX_BACKOFF_SECONDS: Annotated[float, Field(gt=0, le=DAY)] = 900.0
     NOT_FOUND_CONFIRMATIONS: Annotated[int, Field(ge=1, le=100)] = 3
     NOT_FOUND_WINDOW_SECONDS: Annotated[float, Field(ge=0, le=7 * DAY)] = 300.0
+    STEP_MESSAGES_PER_POLL: Annotated[int, Field(ge=2, le=100)] = 10
+    STEP_MESSAGES_PER_TRAINING: Annotated[int, Field(ge=1, le=10_000)] = 50
 
     # Per-user API keys.
     TUNEWATCH_SECRET: SecretStr | None = None

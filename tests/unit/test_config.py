@@ -59,7 +59,7 @@ def test_the_numbers_are_found() -> None:
     assert "POLL_INTERVAL_SECONDS" in FLOATS
     assert "HTTP_PORT" in NUMBERS
     assert "DISCORD_GUILD_ID" in NUMBERS
-    assert len(NUMBERS) == 15
+    assert len(NUMBERS) == 17
     assert len(FLOATS) == 6
 
 
