@@ -14,8 +14,9 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from bot import metrics
+from bot.burst_log import BurstLog, ServerLog
 from bot.config import Settings
-from bot.http_guard import BurstLog, GuardedListener, ServerLog, connection_cap, file_limit
+from bot.http_guard import GuardedListener, connection_cap, file_limit
 from bot.render import api_error_plain
 from bot.sdapi.client import validate_training_id
 from bot.sdapi.errors import SdApiError
