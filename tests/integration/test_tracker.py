@@ -36,13 +36,6 @@ class Keys:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "t.db")
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
 async def client(sim: Simulator) -> AsyncIterator[SdApiClient]:
     async with aiohttp.ClientSession() as session:
         yield SdApiClient(session, sim.base_url, timeout=1.0, max_attempts=1)
