@@ -43,6 +43,7 @@ def env_for(
         "DATABASE_PATH": str(folder / "unused.db"),
         "DATABASE_URL": url,
         "POLL_INTERVAL_SECONDS": str(INTERVAL),
+        "POLL_POLICY": "fixed",
         "DISCORD_API_BASE": fake.api_base,
         "DISCORD_GATEWAY_URL": fake.gateway_url,
         "LOG_LEVEL": "WARNING",

@@ -337,6 +337,13 @@ def _step_embed(training_id: str, event: Event) -> discord.Embed:
         embed.description = V6_STEP_WORDS[event.raw or ""]
     elif event.raw:
         embed.description = _code(truncate(event.raw, 300))
+    if event.folded:
+        s = "s" if event.folded > 1 else ""
+        embed.add_field(
+            name="Folded",
+            value=f"{event.folded:,} earlier step{s} of this answer, not posted one by one",
+            inline=False,
+        )
     return embed
 
 
@@ -397,6 +404,9 @@ def subscription_line(sub: Subscription) -> str:
         line += " · done"
     elif sub.last_error:
         line += f" · last check failed: {inert(truncate(sub.last_error, 120))}"
+    if sub.status is SubscriptionStatus.ACTIVE and sub.terminal is None and sub.next_poll_at:
+        why = f" ({inert(sub.poll_reason)})" if sub.poll_reason else ""
+        line += f" · next check <t:{int(sub.next_poll_at)}:R>{why}"
     return line
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 
 import discord
@@ -18,8 +17,6 @@ from bot.sdapi.client import validate_training_id
 from bot.sdapi.errors import SdApiError
 from bot.sdapi.status import Api, TrainingStatus, api_for
 from bot.store import LimitReached, SubscriptionKind, SubscriptionStatus
-
-log = logging.getLogger(__name__)
 
 # An interaction's follow-up stays valid for 15 minutes, but a person waits seconds, not minutes.
 API_BUDGET_SECONDS = 12.0

@@ -134,6 +134,8 @@ class Dialect(ABC):
     """Appended to a SELECT whose rows the transaction is about to update."""
     is_: ClassVar[str]
     """``a IS ?`` that also matches NULL with NULL."""
+    greatest: ClassVar[str]
+    """The larger of several values (a scalar function)."""
     # Column types of json_rows, by the names the repositories use.
     _TYPES: ClassVar[dict[str, str]]
 
@@ -162,6 +164,7 @@ class SqliteDialect(Dialect):
     skip_locked = ""
     lock_rows = ""
     is_ = "IS"
+    greatest = "MAX"
     _TYPES: ClassVar[dict[str, str]] = {"text": "", "int": "", "real": ""}
 
     def json_rows(self, *types: str) -> str:
@@ -178,6 +181,7 @@ class PostgresDialect(Dialect):
     skip_locked = " FOR UPDATE SKIP LOCKED"
     lock_rows = " FOR UPDATE"
     is_ = "IS NOT DISTINCT FROM"
+    greatest = "GREATEST"
     _TYPES: ClassVar[dict[str, str]] = {
         "text": "text",
         "int": "bigint",

@@ -12,7 +12,8 @@ from bot.store.models import Subscription, SubscriptionKind, SubscriptionStatus
 
 _COLUMNS = (
     "s.id, s.kind, s.guild_id, s.channel_id, s.user_id, s.training_id, s.key_ref, s.status, "
-    "s.reason, s.baseline_seq, s.created_at, t.state, t.terminal, t.last_error"
+    "s.reason, s.baseline_seq, s.created_at, t.state, t.terminal, t.last_error, "
+    "t.next_poll_at, t.poll_reason"
 )
 
 
@@ -40,6 +41,8 @@ def _subscription(row: Sequence[Any]) -> Subscription:
         state=row[11],
         terminal=EventKind(row[12]) if row[12] else None,
         last_error=row[13],
+        next_poll_at=row[14],
+        poll_reason=row[15],
     )
 
 

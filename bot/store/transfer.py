@@ -35,6 +35,9 @@ TABLES: dict[str, tuple[str, ...]] = {
         "failing_since",
         "created_at",
         "finished_at",
+        "observation",
+        "last_polled_at",
+        "poll_reason",
     ),
     "events": (
         "training_id",
@@ -88,7 +91,7 @@ TYPES: dict[str, tuple[str, ...]] = {
     "meta": ("text", "text"),
     "trainings": (
         "text", "text", "text", "text", "int", "int", "int", "text", "text", "real", "int",
-        "text", "int", "real", "real", "real", "real", "real",
+        "text", "int", "real", "real", "real", "real", "real", "text", "real", "text",
     ),
     "events": (
         "text", "text", "int", "text", "int", "text", "int", "int", "text", "text", "int",

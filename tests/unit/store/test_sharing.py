@@ -29,8 +29,8 @@ async def other(target: str | Path, store: Store) -> AsyncIterator[Store]:
     await opened.close()
 
 
-def plan(row: Training) -> float:
-    return NOW + 60
+def plan(row: Training) -> tuple[float, str]:
+    return NOW + 60, "test"
 
 
 async def test_two_instances_claiming_at_once_never_take_the_same_training(
