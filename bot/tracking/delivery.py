@@ -20,7 +20,7 @@ from typing import Protocol
 
 from bot import metrics
 from bot.store import Delivery, Store
-from bot.tracking.loops import wait_event
+from bot.tracking.loops import FailureStreak, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +108,17 @@ class Deliverer:
         self._idle = idle_seconds
         # This instance's part of the sending: it takes that part of the due subscriptions.
         self._share = share
-        self._store_backoff_max = store_backoff_max
+        self._store = FailureStreak(
+            log,
+            "delivering is stopped: the database refuses writes",
+            "delivering again: the database takes writes",
+            longest=store_backoff_max,
+        )
         self._clock = clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._marks: list[tuple[Delivery, int | None]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._store_failures = 0
-        self.problem: str | None = None
-        """Why nothing is being sent now (the database refuses writes), or None."""
 
     def start(self) -> None:
         """Start draining in the background."""
@@ -153,10 +155,10 @@ class Deliverer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                await self._store_failed(exc)
+                await self._store.failed(exc)
                 continue
             if not self._marks:
-                self._store_works()
+                self._store.ended()
             if sent:
                 continue
             idle = self._idle
@@ -295,9 +297,9 @@ class Deliverer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                await self._store_failed(exc)
+                await self._store.failed(exc)
             else:
-                self._store_works()
+                self._store.ended()
         self.wake()
 
     async def _write_marks(self) -> None:
@@ -313,19 +315,7 @@ class Deliverer:
             # Shielded: cancelling the loop must not lose marks of messages already sent.
             await asyncio.shield(self._flusher)
 
-    # -- the database refusing writes ------------------------------------------------------
-
-    async def _store_failed(self, exc: Exception) -> None:
-        """Wait before touching the database again; say so once per streak of failures."""
-        self._store_failures += 1
-        if self.problem is None:
-            self.problem = f"the database refuses writes ({type(exc).__name__}: {exc})"
-            log.error("delivering is stopped: %s; retrying with a backoff", self.problem)
-        delay = min(self._store_backoff_max, 2.0 ** min(self._store_failures, 16) / 2)
-        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-
-    def _store_works(self) -> None:
-        if self.problem is not None:
-            log.warning("delivering again: the database takes writes")
-        self.problem = None
-        self._store_failures = 0
+    @property
+    def problem(self) -> str | None:
+        """Why nothing is being sent now (the database refuses writes), or None."""
+        return self._store.problem
