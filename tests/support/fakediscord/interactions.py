@@ -12,6 +12,7 @@ from aiohttp import web
 from tests.support.fakediscord.model import (
     APP_ID,
     BOT_USER_ID,
+    EPHEMERAL,
     EVERYONE_PERMISSIONS,
     OPTION_CASTS,
     Message,
@@ -43,6 +44,9 @@ class Interaction:
         self._edit_at: list[float] = []
         self.original: Message | None = None
         self._late = False
+        message = payload.get("message")
+        self.message_id = int(message["id"]) if message else None
+        """A component's interaction: the message whose button was clicked."""
 
     @property
     def late(self) -> bool:
@@ -75,6 +79,24 @@ class Interaction:
     def ephemeral(self) -> bool:
         final = self._final()
         return bool(int((final or {}).get("flags") or 0) & 64)
+
+    def private_texts(self) -> list[str]:
+        """What only the member who clicked or typed was told: ephemeral answers and
+        followups, as their text and embed descriptions."""
+        out = []
+        first = self.responses[:1]
+        answers = [r.get("data") or {} for r in first if r.get("type") == 4]
+        for answer in [*answers, *self.followups]:
+            if int(answer.get("flags") or 0) & EPHEMERAL:
+                parts = [answer.get("content") or ""]
+                parts += [e.get("description") or "" for e in answer.get("embeds") or []]
+                out.append(" ".join(p for p in parts if p))
+        return out
+
+    async def wait_private(self, timeout: float = 10.0) -> str:
+        """The first private answer, once there is one."""
+        await self._fake.wait_for(lambda _: bool(self.private_texts()), timeout, f"{self} private")
+        return self.private_texts()[0]
 
     def __repr__(self) -> str:
         name = self.payload["data"].get("name") or self.payload["data"].get("custom_id")
@@ -150,8 +172,16 @@ class Interactions:
                 continue
             snowflake = str(getattr(value, "id", value))
             out.append({"name": name, "type": opt_type, "value": snowflake})
-            if opt_type == 6:
+            if opt_type == 9:  # mentionable: a role of the guild, else a member
+                opt_type = 8 if int(snowflake) in self.roles else 6
+            if opt_type == 8:
+                resolved.setdefault("roles", {})[snowflake] = self.role_payload(int(snowflake))
+            elif opt_type == 6:
                 resolved.setdefault("users", {})[snowflake] = self.user_payload(int(snowflake))
+                member = dict(self._member_payload(int(snowflake)))
+                member.pop("user")
+                member["permissions"] = "0"
+                resolved.setdefault("members", {})[snowflake] = member
             elif opt_type == 7 and int(snowflake) in self.channels:
                 channel = self._channel_payload(int(snowflake))
                 channel["permissions"] = str(EVERYONE_PERMISSIONS)
@@ -232,6 +262,30 @@ class Interactions:
         payload["data"] = data
         return await self._send_interaction(payload)
 
+    async def click(
+        self,
+        message: Message,
+        custom_id: str,
+        *,
+        user_id: int,
+        permissions: int = 0,
+    ) -> Interaction:
+        """A member clicks a button of a message (MESSAGE_COMPONENT, type 3). A disabled or
+        missing button cannot be clicked: AssertionError."""
+        button = message.button(custom_id)
+        assert not button.get("disabled"), f"{custom_id} is disabled"
+        assert not message.deleted, "the message was deleted"
+        payload = self._base_interaction(
+            3,
+            guild_id=message.guild_id,
+            channel_id=message.channel_id,
+            user_id=user_id,
+            permissions=permissions,
+        )
+        payload["message"] = self._message_payload(message)
+        payload["data"] = {"custom_id": custom_id, "component_type": int(button["type"])}
+        return await self._send_interaction(payload)
+
     async def submit_modal(
         self,
         custom_id: str,
@@ -281,9 +335,13 @@ class Interactions:
         if interaction.acknowledged:
             interaction.callback_statuses.append(400)
             return _error(400, "Interaction has already been acknowledged.", 40060)
-        interaction.callback_statuses.append(200)
         kind = int(body.get("type", 0))
         data = body.get("data") or {}
+        target = self._find_message(interaction.message_id or 0)
+        if kind in (6, 7) and (interaction.payload["type"] not in (3, 5) or target is None):
+            interaction.callback_statuses.append(400)
+            return _error(400, "Interaction has an invalid response type", 40004)
+        interaction.callback_statuses.append(200)
         flags = int(data.get("flags") or 0)
         info: dict[str, Any] = {
             "id": str(interaction.id),
@@ -294,6 +352,13 @@ class Interactions:
             "response_message_ephemeral": bool(flags & 64),
         }
         result: dict[str, Any] = {"interaction": info}
+        if kind in (6, 7):  # deferred update / update: the clicked message is the original
+            assert target is not None
+            interaction.original = target
+            if kind == 7:
+                self._edit(target, data)
+            info["response_message_id"] = str(target.id)
+            result["resource"] = {"type": kind, "message": self._message_payload(target)}
         if kind in (4, 5):
             if kind == 4:
                 msg = self._new_message(interaction.channel_id, data, interaction_id=interaction.id)

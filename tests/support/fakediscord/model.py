@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import re
 from collections.abc import Callable
@@ -24,8 +25,10 @@ SEND_MESSAGES = 1 << 11
 EMBED_LINKS = 1 << 14
 ATTACH_FILES = 1 << 15
 READ_MESSAGE_HISTORY = 1 << 16
+MENTION_EVERYONE = 1 << 17
 USE_EXTERNAL_EMOJIS = 1 << 18
 USE_APPLICATION_COMMANDS = 1 << 31
+CREATE_PUBLIC_THREADS = 1 << 35
 SEND_MESSAGES_IN_THREADS = 1 << 38
 EVERYONE_PERMISSIONS = (
     ADD_REACTIONS
@@ -36,8 +39,23 @@ EVERYONE_PERMISSIONS = (
     | READ_MESSAGE_HISTORY
     | USE_EXTERNAL_EMOJIS
     | USE_APPLICATION_COMMANDS
+    | CREATE_PUBLIC_THREADS
     | SEND_MESSAGES_IN_THREADS
 )
+
+# Message flags (https://discord.com/developers/docs/resources/message#message-object-message-flags)
+SUPPRESS_EMBEDS = 1 << 2
+HAS_THREAD = 1 << 5
+EPHEMERAL = 1 << 6
+LOADING = 1 << 7
+SUPPRESS_NOTIFICATIONS = 1 << 12
+# The flags a message may be created with (ephemeral: interaction answers only).
+SETTABLE_FLAGS = SUPPRESS_EMBEDS | EPHEMERAL | SUPPRESS_NOTIFICATIONS
+
+# Channel types
+GUILD_TEXT = 0
+DM = 1
+PUBLIC_THREAD = 11
 
 
 def _as_bool(value: Any) -> bool:
@@ -88,6 +106,54 @@ class Message:
     interaction_id: int | None = None
     edits: list[dict[str, Any]] = field(default_factory=list)
     deleted: bool = False
+    components: list[dict[str, Any]] = field(default_factory=list)
+    allowed_mentions: dict[str, Any] | None = None
+    """As sent: None when the request had none (Discord then parses every mention)."""
+    message_reference: dict[str, Any] | None = None
+    pinged_users: list[int] = field(default_factory=list)
+    """Who Discord notified: the mentions in the content that ``allowed_mentions`` allowed."""
+    pinged_roles: list[int] = field(default_factory=list)
+    pinged_everyone: bool = False
+    versions: list[dict[str, Any]] = field(default_factory=list)
+    """What members saw: the content, embeds and components after the send and each edit."""
+
+    @property
+    def silent(self) -> bool:
+        """Sent with SUPPRESS_NOTIFICATIONS: shown, but nobody's phone buzzes."""
+        return bool(self.flags & SUPPRESS_NOTIFICATIONS)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a member sees of it now."""
+        return {
+            "content": self.content,
+            "embeds": copy.deepcopy(self.embeds),
+            "components": copy.deepcopy(self.components),
+        }
+
+    def visible_states(self) -> list[dict[str, Any]]:
+        """The distinct states members saw, in order: an edit to the same state is none."""
+        states: list[dict[str, Any]] = []
+        for version in self.versions:
+            if not states or states[-1] != version:
+                states.append(version)
+        return states
+
+    def custom_ids(self) -> list[str]:
+        """The custom ids of its buttons, in order."""
+        return [
+            c["custom_id"]
+            for row in self.components
+            for c in row.get("components", [])
+            if "custom_id" in c
+        ]
+
+    def button(self, custom_id: str) -> dict[str, Any]:
+        """One of its buttons, by custom id (KeyError: it has none such)."""
+        for row in self.components:
+            for c in row.get("components", []):
+                if c.get("custom_id") == custom_id:
+                    return dict(c)
+        raise KeyError(custom_id)
 
 
 @dataclass

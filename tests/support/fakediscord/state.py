@@ -13,10 +13,13 @@ from aiohttp import web
 
 from tests.support.fakediscord.model import (
     BOT_USER_ID,
+    CREATE_PUBLIC_THREADS,
     DISCORD_EPOCH_MS,
     EMBED_LINKS,
     EVERYONE_PERMISSIONS,
+    GUILD_TEXT,
     NONCE_WINDOW,
+    PUBLIC_THREAD,
     READ_MESSAGE_HISTORY,
     SEND_MESSAGES,
     SEND_MESSAGES_IN_THREADS,
@@ -69,7 +72,8 @@ class World:
         self.rate_limited_count = 0
         self.interactions: dict[int, Interaction] = {}
         self.guilds: dict[int, dict[str, Any]] = {}
-        self.channels: dict[int, dict[str, Any]] = {}  # guild text channels
+        self.channels: dict[int, dict[str, Any]] = {}  # guild text channels and threads
+        self.roles: dict[int, dict[str, Any]] = {}  # role id -> role (with its guild_id)
         self.users: dict[int, dict[str, Any]] = {}
         self.dm_channels: dict[int, int] = {}  # DM channel id -> user id
         self._dm_by_user: dict[int, int] = {}
@@ -107,9 +111,45 @@ class World:
         return self._last_snowflake
 
     def add_guild(self, guild_id: int, name: str = "Guild") -> None:
-        self.guilds[guild_id] = {"id": guild_id, "name": name}
+        # The bot's own (managed) role: what set_bot_permissions grants goes there.
+        self.guilds[guild_id] = {"id": guild_id, "name": name, "bot_role": self.snowflake()}
+        self.guilds[guild_id]["bot_allow"] = 0
         if any(s.ready for s in self._sessions):
             self._broadcast("GUILD_CREATE", self._guild_payload(guild_id))
+
+    def add_role(
+        self, guild_id: int, role_id: int, name: str = "role", *, mentionable: bool = False
+    ) -> None:
+        """A role members can hold; pinging it needs it mentionable, or Mention Everyone."""
+        if guild_id not in self.guilds:
+            self.add_guild(guild_id)
+        position = 1 + sum(1 for r in self.roles.values() if r["guild_id"] == guild_id)
+        self.roles[role_id] = {
+            "id": role_id,
+            "guild_id": guild_id,
+            "name": name,
+            "mentionable": mentionable,
+            "position": position,
+        }
+        self._broadcast(
+            "GUILD_ROLE_CREATE", {"guild_id": str(guild_id), "role": self.role_payload(role_id)}
+        )
+
+    def set_bot_permissions(self, guild_id: int, allow: int) -> None:
+        """Grant the bot guild-wide permissions beyond @everyone's (its role's permissions),
+        e.g. ``MENTION_EVERYONE``; announced as GUILD_ROLE_UPDATE."""
+        guild = self.guilds[guild_id]
+        guild["bot_allow"] = allow
+        role = self._bot_role_payload(guild_id)
+        self._broadcast("GUILD_ROLE_UPDATE", {"guild_id": str(guild_id), "role": role})
+
+    def role_payload(self, role_id: int) -> dict[str, Any]:
+        role = self.roles[role_id]
+        return _role(role_id, role["name"], role["position"], 0, mentionable=role["mentionable"])
+
+    def _bot_role_payload(self, guild_id: int) -> dict[str, Any]:
+        guild = self.guilds[guild_id]
+        return _role(guild["bot_role"], "tunewatch", 1, guild["bot_allow"], managed=True)
 
     def add_channel(
         self,
@@ -120,18 +160,23 @@ class World:
         can_send: bool = True,
         embed_links: bool = True,
         read_history: bool = True,
+        create_threads: bool = True,
+        send_in_threads: bool = True,
     ) -> None:
         if guild_id not in self.guilds:
             self.add_guild(guild_id)
         position = sum(1 for c in self.channels.values() if c["guild_id"] == guild_id)
         self.channels[channel_id] = {
             "id": channel_id,
+            "type": GUILD_TEXT,
             "guild_id": guild_id,
             "name": name,
             "position": position,
             "can_send": can_send,
             "embed_links": embed_links,
             "read_history": read_history,
+            "create_threads": create_threads,
+            "send_in_threads": send_in_threads,
         }
         if any(s.ready for s in self._sessions):
             self._broadcast("CHANNEL_CREATE", self._channel_payload(channel_id))
@@ -148,6 +193,40 @@ class World:
         channel.update(can_send=can_send, embed_links=embed_links)
         if announce:
             self._broadcast("CHANNEL_UPDATE", self._channel_payload(channel_id))
+
+    def add_thread(self, parent_id: int, thread_id: int, name: str, owner_id: int) -> None:
+        """A public thread under a text channel (started from the message of the same id)."""
+        parent = self.channels[parent_id]
+        self.channels[thread_id] = {
+            "id": thread_id,
+            "type": PUBLIC_THREAD,
+            "guild_id": parent["guild_id"],
+            "parent_id": parent_id,
+            "name": name,
+            "owner_id": owner_id,
+            "archived": False,
+            "locked": False,
+            "auto_archive_duration": 1440,
+        }
+
+    def archive_thread(self, thread_id: int, *, locked: bool = False) -> None:
+        """Archive a thread (as Discord does after its inactivity period), or lock it."""
+        self.channels[thread_id].update(archived=True, locked=locked)
+        self._broadcast("THREAD_UPDATE", self._channel_payload(thread_id))
+
+    def threads_of(self, parent_id: int) -> list[int]:
+        """The ids of the threads under a channel, oldest first."""
+        return [c for c, d in self.channels.items() if d.get("parent_id") == parent_id]
+
+    def delete_message(self, message_id: int, *, announce: bool = True) -> None:
+        """A member (or a moderator) deletes a message."""
+        msg = next(m for m in self.messages if m.id == message_id)
+        msg.deleted = True
+        if announce:
+            payload = {"id": str(msg.id), "channel_id": str(msg.channel_id)}
+            if msg.guild_id is not None:
+                payload["guild_id"] = str(msg.guild_id)
+            self._broadcast("MESSAGE_DELETE", payload)
 
     def delete_channel(self, channel_id: int, *, announce: bool = True) -> None:
         payload = self._channel_payload(channel_id)
@@ -178,15 +257,21 @@ class World:
         }
 
     def channel_permissions(self, channel_id: int) -> int:
+        """The bot's permissions in a channel (a thread has its parent's)."""
         channel = self.channels.get(channel_id)
         if channel is None:
             return EVERYONE_PERMISSIONS
-        return EVERYONE_PERMISSIONS & ~self._denied(channel)
+        if channel["type"] == PUBLIC_THREAD:
+            channel = self.channels[channel["parent_id"]]
+        granted = EVERYONE_PERMISSIONS | self.guilds[channel["guild_id"]]["bot_allow"]
+        return granted & ~self._denied(channel)
 
     @staticmethod
     def _denied(channel: dict[str, Any]) -> int:
         deny = 0 if channel["can_send"] else SEND_MESSAGES | SEND_MESSAGES_IN_THREADS
         deny |= 0 if channel.get("read_history", True) else READ_MESSAGE_HISTORY
+        deny |= 0 if channel.get("create_threads", True) else CREATE_PUBLIC_THREADS
+        deny |= 0 if channel.get("send_in_threads", True) else SEND_MESSAGES_IN_THREADS
         return deny | (0 if channel["embed_links"] else EMBED_LINKS)
 
     def _channel_payload(self, channel_id: int) -> dict[str, Any]:
@@ -200,6 +285,8 @@ class World:
                 "recipients": [self.user_payload(user_id)],
             }
         channel = self.channels[channel_id]
+        if channel["type"] == PUBLIC_THREAD:
+            return self._thread_payload(channel)
         deny = self._denied(channel)
         overwrites = []
         if deny:
@@ -219,10 +306,38 @@ class World:
             "flags": 0,
         }
 
-    def _member_payload(self, user_id: int, permissions: int | None = None) -> dict[str, Any]:
+    def _thread_payload(self, thread: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": str(thread["id"]),
+            "type": PUBLIC_THREAD,
+            "guild_id": str(thread["guild_id"]),
+            "parent_id": str(thread["parent_id"]),
+            "owner_id": str(thread["owner_id"]),
+            "name": thread["name"],
+            "last_message_id": None,
+            "message_count": 0,
+            "member_count": 1,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+            "total_message_sent": 0,
+            "thread_metadata": {
+                "archived": thread["archived"],
+                "auto_archive_duration": thread["auto_archive_duration"],
+                "archive_timestamp": "2024-01-01T00:00:00+00:00",
+                "locked": thread["locked"],
+                "create_timestamp": "2024-01-01T00:00:00+00:00",
+            },
+        }
+
+    def _member_payload(
+        self, user_id: int, permissions: int | None = None, guild_id: int | None = None
+    ) -> dict[str, Any]:
+        roles = []
+        if user_id == BOT_USER_ID and guild_id is not None:
+            roles = [str(self.guilds[guild_id]["bot_role"])]
         member: dict[str, Any] = {
             "user": self.user_payload(user_id),
-            "roles": [],
+            "roles": roles,
             "joined_at": "2024-01-01T00:00:00+00:00",
             "nick": None,
             "avatar": None,
@@ -237,20 +352,18 @@ class World:
 
     def _guild_payload(self, guild_id: int) -> dict[str, Any]:
         guild = self.guilds[guild_id]
-        channels = [
-            self._channel_payload(c) for c, d in self.channels.items() if d["guild_id"] == guild_id
+        mine = [d for d in self.channels.values() if d["guild_id"] == guild_id]
+        channels = [self._channel_payload(d["id"]) for d in mine if d["type"] == GUILD_TEXT]
+        threads = [
+            self._channel_payload(d["id"])
+            for d in mine
+            if d["type"] == PUBLIC_THREAD and not d["archived"]
         ]
-        everyone = {
-            "id": str(guild_id),
-            "name": "@everyone",
-            "permissions": str(EVERYONE_PERMISSIONS),
-            "position": 0,
-            "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
-            "hoist": False,
-            "managed": False,
-            "mentionable": False,
-            "flags": 0,
-        }
+        roles = [
+            _role(guild_id, "@everyone", 0, EVERYONE_PERMISSIONS),
+            self._bot_role_payload(guild_id),
+            *(self.role_payload(r) for r, d in self.roles.items() if d["guild_id"] == guild_id),
+        ]
         return {
             "id": str(guild_id),
             "name": guild["name"],
@@ -260,12 +373,12 @@ class World:
             "member_count": 2,
             "large": False,
             "features": [],
-            "roles": [everyone],
+            "roles": roles,
             "emojis": [],
             "stickers": [],
             "channels": channels,
-            "threads": [],
-            "members": [self._member_payload(BOT_USER_ID)],
+            "threads": threads,
+            "members": [self._member_payload(BOT_USER_ID, guild_id=guild_id)],
             "presences": [],
             "voice_states": [],
             "stage_instances": [],
@@ -333,3 +446,28 @@ class World:
         hold = Hold(re.compile(path_regex))
         self._holds.append(hold)
         return hold
+
+
+def _role(
+    role_id: int,
+    name: str,
+    position: int,
+    permissions: int,
+    *,
+    mentionable: bool = False,
+    managed: bool = False,
+) -> dict[str, Any]:
+    return {
+        "id": str(role_id),
+        "name": name,
+        "permissions": str(permissions),
+        "position": position,
+        "color": 0,
+        "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+        "hoist": False,
+        "icon": None,
+        "unicode_emoji": None,
+        "managed": managed,
+        "mentionable": mentionable,
+        "flags": 0,
+    }
