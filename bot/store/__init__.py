@@ -7,7 +7,13 @@ from pathlib import Path
 from bot.store.db import Database, DatabaseError, SchemaTooNew
 from bot.store.models import (
     DEFAULT_KEY_REF,
+    OPENING_SEQ,
     Delivery,
+    Mention,
+    MentionKind,
+    MentionOn,
+    Story,
+    Style,
     Subscription,
     SubscriptionKind,
     SubscriptionStatus,
@@ -15,7 +21,7 @@ from bot.store.models import (
     TrainingUpdate,
 )
 from bot.store.outbox import Outbox
-from bot.store.subscriptions import LimitReached, Subscriptions
+from bot.store.subscriptions import Following, LimitReached, Subscriptions
 from bot.store.trainings import Trainings
 from bot.store.user_keys import StoredKey, UserKeys
 
@@ -42,13 +48,20 @@ class Store:
 
 __all__ = [
     "DEFAULT_KEY_REF",
+    "OPENING_SEQ",
     "Database",
     "DatabaseError",
     "Delivery",
+    "Following",
     "LimitReached",
+    "Mention",
+    "MentionKind",
+    "MentionOn",
     "SchemaTooNew",
     "Store",
     "StoredKey",
+    "Story",
+    "Style",
     "Subscription",
     "SubscriptionKind",
     "SubscriptionStatus",

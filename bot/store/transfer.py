@@ -64,6 +64,13 @@ TABLES: dict[str, tuple[str, ...]] = {
         "baseline_seq",
         "created_at",
         "updated_at",
+        "style",
+        "mention_kind",
+        "mention_id",
+        "mention_on",
+        "live_message_id",
+        "origin_channel_id",
+        "origin_message_id",
     ),
     "deliveries": (
         "id",
