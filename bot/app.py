@@ -28,7 +28,7 @@ from bot.web import HttpLimits, OpsDeps, OpsServer
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.training", "cogs.keys", "cogs.ops")
+EXTENSIONS = ("cogs.training", "cogs.buttons", "cogs.keys", "cogs.ops")
 # Closing the gateway waits for Discord's answer to the close frame: bounded, so a stop is quick
 # on a dead network too.
 DISCORD_CLOSE_SECONDS = 2.0
@@ -134,7 +134,7 @@ class TunewatchBot(commands.Bot):
         )
         self.deliverer = Deliverer(
             self.store,
-            DiscordNotifier(self),
+            DiscordNotifier(self, self.store),
             instance_id=await self.store.db.instance_id(),
             max_backoff=settings.MAX_BACKOFF_SECONDS,
         )

@@ -12,6 +12,7 @@ all of them.
 
 from __future__ import annotations
 
+from bot.render import components, replies
 from bot.render.errors import (
     NO_KEY_TEXT,
     USER_KEYS_DISABLED_TEXT,
@@ -21,7 +22,19 @@ from bot.render.errors import (
     slow_down_text,
 )
 from bot.render.events import delivery_embed, event_embed
-from bot.render.lists import subscription_line
+from bot.render.lists import Listing, list_embed, list_pages, subscription_line
+from bot.render.live import (
+    Origin,
+    allowed_mentions,
+    dm_embed,
+    final_embed,
+    live_embed,
+    mention_markup,
+    outcome_of,
+    ping_content,
+    thread_name,
+    took_text,
+)
 from bot.render.status import log_block, model_lines, status_embed
 from bot.render.terminal import status_text
 from bot.render.text import (
@@ -70,25 +83,40 @@ __all__ = [
     "V6_ID_EXAMPLE",
     "V6_STEP_WORDS",
     "V6_WORDS",
+    "Listing",
+    "Origin",
+    "allowed_mentions",
     "api_error_plain",
     "api_error_text",
+    "components",
     "delivery_embed",
+    "dm_embed",
     "duration_text",
     "error_embed",
     "eta_text",
     "event_embed",
+    "final_embed",
     "fit_lines",
     "inert",
+    "list_embed",
+    "list_pages",
+    "live_embed",
     "log_block",
+    "mention_markup",
     "model_lines",
+    "outcome_of",
     "pause_reason_text",
+    "ping_content",
     "plain_state_words",
     "progress_bar",
+    "replies",
     "slow_down_text",
     "state_words",
     "status_colour",
     "status_embed",
     "status_text",
     "subscription_line",
+    "thread_name",
+    "took_text",
     "truncate",
 ]

@@ -109,6 +109,14 @@ _PAUSE_TEXT: dict[PauseReason, str] = {
     ),
     PauseReason.USER_UNKNOWN: "Discord does not know this user any more.",
     PauseReason.THREAD_ARCHIVED: "The thread is archived; unarchive it, then subscribe again.",
+    PauseReason.THREAD_DELETED: (
+        "The thread of its step messages was deleted; subscribe again for a new one."
+    ),
+    PauseReason.NO_THREAD_PERMISSIONS: (
+        "tunewatch lost permission to start threads or post in them in <#{detail}> (Create "
+        "Public Threads, Send Messages in Threads); fix the channel's permissions, then "
+        "subscribe again."
+    ),
     PauseReason.DISCORD_REFUSED: "Discord refused the message ({detail}).",
     PauseReason.OPERATOR_KEY_MISSING: "The bot's operator API key (SD_API_KEY) is not set.",
     PauseReason.USER_KEYS_OFF: (

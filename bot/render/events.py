@@ -49,13 +49,19 @@ def _event_model(event: Event) -> ModelInfo | None:
     return ModelInfo.from_json(event.detail)
 
 
-def _step_embed(training_id: str, event: Event) -> discord.Embed:
+def step_label(event: Event) -> str:
+    """A step as people read it (``Step 2: Training Done``; a v6 milestone by its name), inert."""
     milestone = MILESTONES.get(event.raw or "")
     label = event.label or (milestone.label if milestone and milestone.label else "Step")
     if milestone is None and event.number is not None:
         label = f"Step {event.number}: {label}"
+    return _line(inert(label))
+
+
+def _step_embed(training_id: str, event: Event) -> discord.Embed:
+    milestone = MILESTONES.get(event.raw or "")
     embed = discord.Embed(
-        title=truncate(_line(f"{inert(training_id)} · {inert(label)}"), TITLE_LIMIT),
+        title=truncate(_line(f"{inert(training_id)} · {step_label(event)}"), TITLE_LIMIT),
         colour=COLOUR_RUNNING,
     )
     total = _event_total(event)

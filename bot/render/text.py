@@ -109,6 +109,20 @@ def _code(text: str) -> str:
     return "`" + _line(text).replace("`", "\u02cb").replace("@", "@\u200b") + "`"
 
 
+def raw_state_words(raw: str | None) -> str:
+    """A state as stored (the API's word: ``training_started``) in words; an unknown one shown
+    as it is, inert."""
+    if not raw:
+        return "not checked yet"
+    key = raw.strip().lower()
+    state = TrainingState._value2member_map_.get(key)
+    if key in ("training_canceled", "canceled", "cancelled"):
+        state = TrainingState.TRAINING_CANCELLED
+    if isinstance(state, TrainingState):
+        return STATE_WORDS[state]
+    return f"state {_code(truncate(raw, 64))}"
+
+
 def state_words(status: TrainingStatus) -> str:
     """The state in words, with the raw state when it is unknown."""
     if status.state is not None:
