@@ -173,7 +173,8 @@ class Interactions:
             snowflake = str(getattr(value, "id", value))
             out.append({"name": name, "type": opt_type, "value": snowflake})
             if opt_type == 9:  # mentionable: a role of the guild, else a member
-                opt_type = 8 if int(snowflake) in self.roles else 6
+                is_role = int(snowflake) in self.roles or int(snowflake) in self.guilds
+                opt_type = 8 if is_role else 6
             if opt_type == 8:
                 resolved.setdefault("roles", {})[snowflake] = self.role_payload(int(snowflake))
             elif opt_type == 6:

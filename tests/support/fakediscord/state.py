@@ -144,6 +144,8 @@ class World:
         self._broadcast("GUILD_ROLE_UPDATE", {"guild_id": str(guild_id), "role": role})
 
     def role_payload(self, role_id: int) -> dict[str, Any]:
+        if role_id in self.guilds:  # the @everyone role has the guild's id
+            return _role(role_id, "@everyone", 0, EVERYONE_PERMISSIONS)
         role = self.roles[role_id]
         return _role(role_id, role["name"], role["position"], 0, mentionable=role["mentionable"])
 
