@@ -36,7 +36,7 @@ from bot.render.live import (
     took_text,
 )
 from bot.render.status import log_block, model_lines, status_embed
-from bot.render.terminal import status_text
+from bot.render.terminal import status_json, status_text, watch_line
 from bot.render.text import (
     COLOUR_FAILED,
     COLOUR_READY,
@@ -114,9 +114,11 @@ __all__ = [
     "state_words",
     "status_colour",
     "status_embed",
+    "status_json",
     "status_text",
     "subscription_line",
     "thread_name",
     "took_text",
     "truncate",
+    "watch_line",
 ]
