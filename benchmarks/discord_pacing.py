@@ -36,6 +36,8 @@ def bot_env(fake: FakeDiscord, sim_url: str, db: Path, **overrides: object) -> d
         "SD_API_BASE_URL": sim_url,
         "DATABASE_PATH": str(db),
         "POLL_INTERVAL_SECONDS": "3600",
+        # The engine's figures: every interval, predictably (poll_policy measures the policy).
+        "POLL_POLICY": "fixed",
         "DISCORD_API_BASE": fake.api_base,
         "DISCORD_GATEWAY_URL": fake.gateway_url,
         "LOG_LEVEL": "WARNING",

@@ -379,6 +379,50 @@ def policy_planner(
 SWEEP_INTERVALS = (30.0, 40.0, 50.0, 60.0, 75.0, 90.0, 120.0)
 
 
+async def through_the_tracker(timelines: Sequence[Timeline]) -> list[Figure]:
+    """The same timelines through the real tracker, store, client and simulator."""
+    from benchmarks.common import temp_dir
+    from benchmarks.poll_policy_tracker import replay
+    from bot.tracking.outcome import Rules
+
+    runs = list(timelines)
+    async with temp_dir() as folder:
+        fixed = await replay(
+            runs, Rules(interval=FIXED_INTERVAL, jitter=FIXED_JITTER), CREATED_EVERY, folder
+        )
+        adaptive = await replay(
+            runs, Rules(interval=30.0, policy=PollPolicy.ADAPTIVE), CREATED_EVERY, folder
+        )
+    note = f"{len(runs):,} timelines through the real tracker and the simulator"
+    return [
+        Figure("poll_policy tracker fixed 60s", fixed.requests, "req/training", note=note),
+        Figure("poll_policy tracker fixed 60s delay p50", fixed.p50, "s"),
+        Figure("poll_policy tracker fixed 60s delay p95", fixed.p95, "s"),
+        Figure(
+            "poll_policy tracker adaptive",
+            adaptive.requests,
+            "req/training",
+            f"<= {fixed.requests:.1f}",
+            adaptive.requests <= fixed.requests,
+            note,
+        ),
+        Figure(
+            "poll_policy tracker adaptive p50",
+            adaptive.p50,
+            "s",
+            f"<= {fixed.p50 / 2:.1f}",
+            adaptive.p50 <= fixed.p50 / 2,
+        ),
+        Figure(
+            "poll_policy tracker adaptive p95",
+            adaptive.p95,
+            "s",
+            f"<= {fixed.p95 / 2:.1f}",
+            adaptive.p95 <= fixed.p95 / 2,
+        ),
+    ]
+
+
 def equal_p95(points: Sequence[tuple[float, float, float]], p95: float) -> tuple[float, float]:
     """(requests, interval) where the sweep's p95 reaches ``p95``, interpolated between the
     two intervals around it; ``points`` are (interval, requests, p95), by interval."""
@@ -408,7 +452,9 @@ async def run(quick: bool) -> list[Figure]:
     v6_fixed = replay_all(v6, first_round()).all
     v6_adaptive = replay_all(v6, policy_planner(Bounds.from_settings(30.0))).all
     groups = "; ".join(f"{name}: {figures}" for name, figures in result.groups.items())
+    tracked = await through_the_tracker(timelines)
     return [
+        *tracked,
         Figure(
             "poll_policy fixed 60s requests",
             fixed.requests,

@@ -97,16 +97,6 @@ class StopRequest:
         self.requested.set()
 
 
-def quiet_voice_warnings() -> None:
-    """tunewatch never joins a voice channel: discord.py's warnings about the missing voice
-    libraries (PyNaCl, davey) at every start are noise. They are flags discord.py itself clears
-    after warning once."""
-    import discord
-
-    discord.VoiceClient.warn_nacl = False
-    discord.VoiceClient.warn_dave = False
-
-
 async def close_within(bot: TunewatchBot, seconds: float) -> bool:
     """Close the bot to the end, within ``seconds``; past that, exit without a clean close."""
     try:
@@ -172,7 +162,6 @@ async def serve(settings: Settings) -> int:
 
 def run_bot(settings: Settings) -> int:
     """Run until stopped by a signal; one line on stderr if it cannot start."""
-    quiet_voice_warnings()
     for warning in start_warnings(settings):
         log.warning("%s", warning)
     try:

@@ -23,6 +23,7 @@ from bot.sdapi.client import SdApiClient
 from bot.store import Store
 from bot.tracking.delivery import Deliverer
 from bot.tracking.outcome import Rules
+from bot.tracking.policy import PollPolicy
 from bot.tracking.tracker import Tracker
 from bot.web import HttpLimits, OpsDeps, OpsServer
 
@@ -72,6 +73,14 @@ class TunewatchTree(app_commands.CommandTree["TunewatchBot"]):
             log.warning("could not tell the user about the error (interaction expired?)")
 
 
+def quiet_voice_warnings() -> None:
+    """tunewatch never joins a voice channel: discord.py's warnings about the missing voice
+    libraries (PyNaCl, davey) at every start are noise. They are flags discord.py itself clears
+    after warning once."""
+    discord.VoiceClient.warn_nacl = False
+    discord.VoiceClient.warn_dave = False
+
+
 class TunewatchBot(commands.Bot):
     """The bot process: discord.py client plus tunewatch's engine."""
 
@@ -84,6 +93,7 @@ class TunewatchBot(commands.Bot):
 
     def __init__(self, settings: Settings, **options: Any) -> None:
         point_discord_at(settings)
+        quiet_voice_warnings()
         intents = discord.Intents.none()
         intents.guilds = True
         super().__init__(
@@ -126,9 +136,13 @@ class TunewatchBot(commands.Bot):
             self.keys,
             Rules(
                 interval=settings.POLL_INTERVAL_SECONDS,
+                max_interval=settings.poll_max_seconds,
+                policy=PollPolicy(settings.POLL_POLICY),
                 max_backoff=settings.MAX_BACKOFF_SECONDS,
                 not_found_confirmations=settings.NOT_FOUND_CONFIRMATIONS,
                 not_found_window=settings.NOT_FOUND_WINDOW_SECONDS,
+                steps_per_poll=settings.STEP_MESSAGES_PER_POLL,
+                steps_per_training=settings.STEP_MESSAGES_PER_TRAINING,
             ),
             on_outbox=self._outbox_written,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     SD_API_BASE_URL: str = DEFAULT_API_BASE_URL
     SD_API_V6_BASE_URL: str = DEFAULT_API_V6_BASE_URL
     DATABASE_PATH: Path = Path("tunewatch.db")
-    POLL_INTERVAL_SECONDS: Annotated[float, Field(ge=1, le=DAY)] = 60.0
+    POLL_INTERVAL_SECONDS: Annotated[float, Field(ge=1, le=DAY)] = 30.0
+    POLL_MAX_SECONDS: Annotated[float, Field(ge=1, le=7 * DAY)] | None = None
+    POLL_POLICY: Literal["adaptive", "fixed"] = "adaptive"
     DISCORD_API_BASE: str = "https://discord.com/api/v10"
     DISCORD_GATEWAY_URL: str = "wss://gateway.discord.gg/"
     # A snowflake: a positive 64-bit integer.
@@ -59,6 +61,8 @@ class Settings(BaseSettings):
     MAX_BACKOFF_SECONDS: Annotated[float, Field(gt=0, le=DAY)] = 900.0
     NOT_FOUND_CONFIRMATIONS: Annotated[int, Field(ge=1, le=100)] = 3
     NOT_FOUND_WINDOW_SECONDS: Annotated[float, Field(ge=0, le=7 * DAY)] = 300.0
+    STEP_MESSAGES_PER_POLL: Annotated[int, Field(ge=2, le=100)] = 10
+    STEP_MESSAGES_PER_TRAINING: Annotated[int, Field(ge=1, le=10_000)] = 50
 
     # Per-user API keys.
     TUNEWATCH_SECRET: SecretStr | None = None
@@ -70,6 +74,21 @@ class Settings(BaseSettings):
     WEBHOOK_SECRET: SecretStr | None = None
     HTTP_MAX_CONNECTIONS: Annotated[int, Field(ge=1, le=65536)] = 128
     HTTP_READ_TIMEOUT_SECONDS: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    @model_validator(mode="after")
+    def _poll_gaps_in_order(self) -> Settings:
+        if self.POLL_MAX_SECONDS is not None and self.POLL_MAX_SECONDS < self.POLL_INTERVAL_SECONDS:
+            raise ValueError(
+                f"POLL_MAX_SECONDS ({self.POLL_MAX_SECONDS:g}) must be at least "
+                f"POLL_INTERVAL_SECONDS ({self.POLL_INTERVAL_SECONDS:g}): the longest gap "
+                "between two polls cannot be shorter than the shortest"
+            )
+        return self
+
+    @property
+    def poll_max_seconds(self) -> float:
+        """POLL_MAX_SECONDS, or its default: five times the interval."""
+        return self.POLL_MAX_SECONDS or 5 * self.POLL_INTERVAL_SECONDS
 
     @model_validator(mode="before")
     @classmethod

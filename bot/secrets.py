@@ -8,7 +8,6 @@ secret in (``"new,old"``) before every stored key has been re-encrypted.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 import time
@@ -19,8 +18,6 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from bot.config import ConfigError, Settings
 from bot.store import Store
-
-log = logging.getLogger(__name__)
 
 GENERATE_HINT = (
     'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'

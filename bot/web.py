@@ -14,8 +14,9 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from bot import metrics
+from bot.burst_log import BurstLog, ServerLog
 from bot.config import Settings
-from bot.http_guard import BurstLog, GuardedListener, ServerLog, connection_cap, file_limit
+from bot.http_guard import GuardedListener, connection_cap, file_limit
 from bot.render import api_error_plain
 from bot.sdapi.client import validate_training_id
 from bot.sdapi.errors import SdApiError
@@ -212,6 +213,9 @@ class OpsServer:
     async def _metrics(self, _request: web.Request) -> web.Response:
         store = self._deps.store
         metrics.ACTIVE_TRAININGS.set(await store.trainings.count_followed())
+        metrics.NEXT_POLL.clear()  # only the trainings followed now
+        for training_id, key_ref, at, reason in await store.trainings.schedule():
+            metrics.NEXT_POLL.labels(training_id, key_ref, reason or "unknown").set(at)
         for (kind, status), count in (await store.subscriptions.count_by_status()).items():
             metrics.SUBSCRIPTIONS.labels(kind, status).set(count)
         tick = self._deps.tracker.last_tick

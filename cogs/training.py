@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime, timedelta
 
 import discord
@@ -26,8 +25,6 @@ from bot.sdapi.client import validate_training_id
 from bot.sdapi.errors import SdApiError
 from bot.sdapi.status import Api
 from bot.store import Following, LimitReached, MentionOn, Style, SubscriptionKind
-
-log = logging.getLogger(__name__)
 
 TRAINING_ID = app_commands.describe(
     training_id="The training id the API returned when the training was created"

@@ -10,6 +10,7 @@ import pytest
 
 from bot.config import Settings
 from bot.sdapi.simulator import Simulator
+from bot.store import Store
 from tests.support.disk import tiny_disk  # noqa: F401 - a fixture for every test
 from tests.support.fakediscord import FakeDiscord
 from tests.support.harness import CHANNEL, GUILD
@@ -47,6 +48,14 @@ async def fake() -> AsyncIterator[FakeDiscord]:
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "tunewatch.db"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A store on a real SQLite file of the test's own."""
+    opened = await Store.open(tmp_path / "store.db")
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture(autouse=True)

@@ -80,6 +80,13 @@ def _step_embed(training_id: str, event: Event) -> discord.Embed:
         embed.description = V6_STEP_WORDS[event.raw or ""]
     elif event.raw:
         embed.description = _code(truncate(event.raw, 300))
+    if event.folded:
+        s = "s" if event.folded > 1 else ""
+        embed.add_field(
+            name="Folded",
+            value=f"{event.folded:,} earlier step{s} of this answer, not posted one by one",
+            inline=False,
+        )
     return embed
 
 

@@ -56,6 +56,9 @@ def subscription_line(sub: Subscription) -> str:
         line += " · done"
     elif sub.last_error:
         line += f" · last check failed: {inert(truncate(sub.last_error, 120))}"
+    if sub.status is SubscriptionStatus.ACTIVE and sub.terminal is None and sub.next_poll_at:
+        why = f" ({inert(sub.poll_reason)})" if sub.poll_reason else ""
+        line += f" · next check <t:{int(sub.next_poll_at)}:R>{why}"
     return line
 
 

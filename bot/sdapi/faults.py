@@ -1,5 +1,5 @@
 """The simulator's faults: every error answer the service is known to give (see
-``/work/shared/reference/sdapi.md``), and a few a broken network gives."""
+the bodies and their sources in tests/unit/test_corpus.py), and a few a broken network gives."""
 
 from __future__ import annotations
 

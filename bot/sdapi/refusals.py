@@ -125,21 +125,9 @@ def api_error(http_status: int, obj: dict[str, Any], message: str, body: bytes) 
     """The typed error an error body (any HTTP status) stands for."""
     detail = f"HTTP {http_status}: {snippet(body)}"
     quoted = one_line(message or tips(obj))
-    if http_status == 401:
-        return _invalid_key(detail, 401, quoted)
-    if http_status == 402:
-        return NoCredits(detail=detail, http_status=402, api_message=quoted or None)
-    if http_status == 429:
-        return RateLimited(
-            retry_after(obj, f"{message} {tips(obj)}"),
-            detail=detail,
-            http_status=429,
-            api_message=quoted or None,
-        )
-    if http_status == 404:
-        return TrainingNotFound(detail=detail, http_status=404, api_message=quoted or None)
-    if http_status >= 500:
-        return _trouble(http_status, detail)
+    by_status = _by_http_status(http_status, obj, message, detail, quoted)
+    if by_status is not None:
+        return by_status
     known = known_error(obj, message, detail=detail, http_status=http_status)
     if known is not None:
         return known
@@ -175,6 +163,28 @@ def api_error(http_status: int, obj: dict[str, Any], message: str, body: bytes) 
     return UnexpectedResponse(
         f"{API} refused the request (HTTP {http_status})", detail=detail, http_status=http_status
     )
+
+
+def _by_http_status(
+    http_status: int, obj: dict[str, Any], message: str, detail: str, quoted: str
+) -> SdApiError | None:
+    """The error an HTTP status says by itself (401, 402, 404, 429, 5xx), else None."""
+    if http_status == 401:
+        return _invalid_key(detail, 401, quoted)
+    if http_status == 402:
+        return NoCredits(detail=detail, http_status=402, api_message=quoted or None)
+    if http_status == 429:
+        return RateLimited(
+            retry_after(obj, f"{message} {tips(obj)}"),
+            detail=detail,
+            http_status=429,
+            api_message=quoted or None,
+        )
+    if http_status == 404:
+        return TrainingNotFound(detail=detail, http_status=404, api_message=quoted or None)
+    if http_status >= 500:
+        return _trouble(http_status, detail)
+    return None
 
 
 def known_error(

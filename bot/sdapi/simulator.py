@@ -69,6 +69,7 @@ class RequestRecord:
     at: float
     content_type: str = ""
     api: Api = Api.V3
+    path: str = ""
 
 
 _ID_ALPHABET = string.ascii_letters + string.digits
@@ -115,6 +116,8 @@ class Simulator:
         self.retry_after = retry_after
         self.clock_from = clock_from
         self.trainings: dict[str, SimTraining] = {}
+        # Trainings whose answer a function gives, on the simulator's clock (replayed timelines).
+        self.scripted: dict[str, tuple[str, Api, Callable[[], bytes]]] = {}
         self.requests: list[RequestRecord] = []
         # Long benchmark runs turn the per-request record off; counts and times are still kept.
         self.record = record
@@ -137,6 +140,19 @@ class Simulator:
         self._runner: web.AppRunner | None = None
 
     # -- scripting -------------------------------------------------------------------------
+
+    def add_scripted(
+        self,
+        training_id: str,
+        answer: Callable[[], bytes],
+        *,
+        key: str = DEFAULT_KEY,
+        api: Api = Api.V3,
+    ) -> None:
+        """A training whose status body ``answer()`` gives at each request (benchmarks replay
+        recorded or generated timelines this way); its key becomes a valid key."""
+        self.keys.add(key)
+        self.scripted[training_id] = (key, api, answer)
 
     def add_training(
         self,
@@ -324,7 +340,7 @@ class Simulator:
             status, body = self._answer(training_id, key, api)
             response = web.Response(status=status, body=body, content_type=JSON)
         elif rule.fault is Fault.HANG:
-            await self._record(training_id, key, 503, request.content_type, api)
+            await self._record(request, training_id, key, 503, api)
             release = self._release
             try:
                 async with asyncio.timeout(rule.hang_seconds):
@@ -333,11 +349,11 @@ class Simulator:
                 pass
             return self._fault_response(Fault.UNAVAILABLE)
         elif rule.fault in (Fault.ENDLESS, Fault.HUGE):
-            await self._record(training_id, key, 200, request.content_type, api)
+            await self._record(request, training_id, key, 200, api)
             return await self._stream(request, rule.fault)
         else:
             response = self._fault_response(rule.fault)
-        await self._record(training_id, key, response.status, request.content_type, api)
+        await self._record(request, training_id, key, response.status, api)
         return response
 
     def _take_fault(self, training_id: str) -> _FaultRule | None:
@@ -353,6 +369,9 @@ class Simulator:
     def _answer(self, training_id: str, key: str | None, api: Api) -> tuple[int, bytes]:
         if key is None or key not in self.keys:
             return 200, INVALID_KEY_BODY
+        scripted = self.scripted.get(training_id)
+        if scripted is not None and scripted[:2] == (key, api):
+            return 200, scripted[2]()
         training = self.trainings.get(training_id)
         # Another account's training, or one of the other API, looks exactly like a missing one.
         if training is None or training.key != key or training.api is not api:
@@ -400,11 +419,15 @@ class Simulator:
         return response
 
     async def _record(
-        self, training_id: str, key: str | None, status: int, content_type: str, api: Api
+        self, request: web.Request, training_id: str, key: str | None, status: int, api: Api
     ) -> None:
         now = self._clock()
         if self.record:
-            self.requests.append(RequestRecord(training_id, key, status, now, content_type, api))
+            self.requests.append(
+                RequestRecord(
+                    training_id, key, status, now, request.content_type, api, request.path
+                )
+            )
         if self.first_request_at is None:
             self.first_request_at = now
         self.last_request_at = now

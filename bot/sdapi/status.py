@@ -1,10 +1,11 @@
 """Pure parser of the training status body: ``(http status, body bytes, api) -> TrainingStatus``.
 
-Everything the API's documents and its real answers disagree about is absorbed here (see
-``/work/shared/reference/sdapi.md``): ``messege`` vs ``message``, the ``" /n "`` vs newline log
-separator, the documentation's step wording vs the trainer's, errors as HTTP 200 bodies or as
-4xx/5xx, bodies that are not JSON at all, and the v6 trainer's shape. Nothing downstream touches
-a raw dict, and nothing but an ``SdApiError`` leaves :func:`parse_status`.
+Everything the API's documents and its real answers disagree about is absorbed here (the
+bodies and their sources are in tests/unit/test_corpus.py): ``messege`` vs ``message``, the
+``" /n "`` vs newline log separator, the documentation's step wording vs the trainer's, errors
+as HTTP 200 bodies or as 4xx/5xx, bodies that are not JSON at all, and the v6 trainer's shape.
+Nothing downstream touches a raw dict, and nothing but an ``SdApiError`` leaves
+:func:`parse_status`.
 """
 
 from __future__ import annotations

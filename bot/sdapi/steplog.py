@@ -1,6 +1,6 @@
 """The v3 step log: one string in ``data``, cut into lines, each read as a step if it is one.
 
-Two wordings are read the same way (see ``/work/shared/reference/sdapi.md``):
+Two wordings are read the same way (see the bodies and their sources in tests/unit/test_corpus.py):
 
 - the documentation's: ``Step:1 Training Started, 5 Steps to go : ETA : 30 minutes``;
 - the trainer's own: ``Step:1 Training Started, 5 More Steps to go : ETA : 60 minutes |

@@ -1,6 +1,6 @@
 """Scripted trainings for the simulator: what the API answers at each stage of a run.
 
-Each timeline says where its words come from (``/work/shared/reference/sdapi.md``):
+Each timeline says where its words come from (tests/unit/test_corpus.py has the sources):
 
 - ``documented``: the status page's own example (``Step:N <Label>, K Steps to go : ETA : M
   minutes``, four step lines, then ``Model loaded successfully``), stage by documented state;

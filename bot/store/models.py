@@ -96,6 +96,12 @@ class Training(NamedTuple):
     first_not_found_at: float | None
     last_ok_at: float | None
     failing_since: float | None
+    observation: str | None = None
+    """What the poll policy knows of the training (JSON), None before its first answer."""
+    last_polled_at: float | None = None
+    """When the training was last claimed for a poll."""
+    poll_reason: str | None = None
+    """Why ``next_poll_at`` is then ("ETA", "learned stage length", "fallback"...)."""
 
     @property
     def ref(self) -> tuple[str, str]:
@@ -123,6 +129,12 @@ class TrainingUpdate:
     not_found_count: int = 0
     first_not_found_at: float | None = None
     failing_since: float | None = None
+    observation: str | None = None
+    """The poll policy's new view of the training (JSON); None: unchanged."""
+    polled_at: float | None = None
+    """When the API was asked (a command's own request counts as a poll too)."""
+    poll_reason: str | None = None
+    """Why ``next_poll_at`` is then."""
     planned_at: float | None = None
     """The next poll time the claim wrote: if the row says otherwise when this is recorded,
     someone asked for a poll meanwhile (a webhook, a command), and the sooner time stays."""
@@ -156,6 +168,10 @@ class Subscription:
     """... and the live message it links to."""
     updated_at: float | None = None
     """When it last changed (for a done subscription: when it finished)."""
+    next_poll_at: float | None = None
+    """When its training is polled next (while someone follows it)..."""
+    poll_reason: str | None = None
+    """...and why then ("ETA", "learned stage length", "fallback"...)."""
 
 
 @dataclass(frozen=True, slots=True)

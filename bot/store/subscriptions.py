@@ -23,7 +23,8 @@ _COLUMNS = (
     "s.id, s.kind, s.guild_id, s.channel_id, s.user_id, s.training_id, s.key_ref, s.status, "
     "s.reason, s.baseline_seq, s.created_at, t.state, t.terminal, t.last_error, "
     "s.style, s.mention_kind, s.mention_id, s.mention_on, s.live_message_id, "
-    "s.origin_channel_id, s.origin_message_id, s.updated_at"
+    "s.origin_channel_id, s.origin_message_id, s.updated_at, "
+    "t.next_poll_at, t.poll_reason"
 )
 
 
@@ -57,6 +58,8 @@ def _subscription(row: Sequence[Any]) -> Subscription:
         origin_channel_id=row[19],
         origin_message_id=row[20],
         updated_at=row[21],
+        next_poll_at=row[22],
+        poll_reason=row[23],
     )
 
 

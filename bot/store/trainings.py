@@ -21,7 +21,7 @@ from bot.store.outbox import Outbox
 COLUMNS = (
     "training_id, key_ref, api, state, last_seq, eta_minutes, total_steps, terminal, "
     "failure_reason, next_poll_at, consecutive_errors, last_error, not_found_count, "
-    "first_not_found_at, last_ok_at, failing_since"
+    "first_not_found_at, last_ok_at, failing_since, observation, last_polled_at, poll_reason"
 )
 _TERMINAL = COLUMNS.split(", ").index("terminal")
 # A training is polled while it is not finished and some active subscription needs it.
@@ -33,7 +33,8 @@ FOLLOWED = (
 # so claims do not walk past it again and again.
 UNFOLLOWED_PARK_SECONDS = 86_400.0
 
-Planner = Callable[[Training], float]
+Planner = Callable[[Training], tuple[float, str]]
+"""The next poll of a training just claimed, if its answer changes nothing: (when, why)."""
 
 
 def training(row: Sequence[Any]) -> Training:
@@ -57,9 +58,11 @@ _RECORD_ANSWER = (
     "total_steps = COALESCE(j.c6, trainings.total_steps), terminal = j.c7, "
     "failure_reason = j.c8, finished_at = j.c9, "
     f"next_poll_at = {_NEXT_POLL.format('j.c10')}, api = j.c11, "
+    "observation = COALESCE(j.c12, trainings.observation), poll_reason = j.c13, "
+    "last_polled_at = COALESCE(j.c14, trainings.last_polled_at), "
     "consecutive_errors = 0, last_error = NULL, not_found_count = 0, "
     "first_not_found_at = NULL, failing_since = NULL, last_ok_at = ? "
-    f"FROM ({json_rows(12)}) AS j "
+    f"FROM ({json_rows(15)}) AS j "
     "WHERE trainings.training_id = j.c0 AND trainings.key_ref = j.c1"
 )
 # A poll that failed: when to try again and why; the last good state stays.
@@ -68,8 +71,8 @@ _RECORD_ERROR = (
     "UPDATE trainings SET consecutive_errors = j.c3, last_error = j.c4, "
     "not_found_count = j.c5, first_not_found_at = j.c6, failing_since = j.c7, "
     "terminal = j.c8, failure_reason = j.c9, finished_at = j.c10, "
-    f"next_poll_at = {_NEXT_POLL.format('j.c11')} "
-    f"FROM ({json_rows(12)}) AS j "
+    f"next_poll_at = {_NEXT_POLL.format('j.c11')}, poll_reason = j.c12 "
+    f"FROM ({json_rows(13)}) AS j "
     "WHERE trainings.training_id = j.c0 AND trainings.key_ref = j.c1"
 )
 
@@ -104,16 +107,23 @@ class Trainings:
                 (now, limit),
             )
             claimed = [(t, plan(t)) for t in (training(r[:-1]) for r in rows if r[-1])]
-            planned = [(t.training_id, t.key_ref, at) for t, at in claimed]
-            planned += [(r[0], r[1], now + UNFOLLOWED_PARK_SECONDS) for r in rows if not r[-1]]
+            planned: list[tuple[str, str, float, str, float | None]] = [
+                (t.training_id, t.key_ref, at, why, now) for t, (at, why) in claimed
+            ]
+            planned += [
+                (r[0], r[1], now + UNFOLLOWED_PARK_SECONDS, "nobody follows it", None)
+                for r in rows
+                if not r[-1]
+            ]
             if planned:
                 await tx.execute(
-                    "UPDATE trainings SET next_poll_at = j.c2 FROM "
-                    f"({json_rows(3)}) AS j WHERE trainings.training_id = j.c0 "
+                    "UPDATE trainings SET next_poll_at = j.c2, poll_reason = j.c3, "
+                    "last_polled_at = COALESCE(j.c4, trainings.last_polled_at) "
+                    f"FROM ({json_rows(5)}) AS j WHERE trainings.training_id = j.c0 "
                     "AND trainings.key_ref = j.c1",
                     (rows_param(planned),),
                 )
-        return claimed
+        return [(t, at) for t, (at, _) in claimed]
 
     async def next_due_at(self) -> float | None:
         """When the soonest unfinished training is due (None: none is)."""
@@ -123,9 +133,9 @@ class Trainings:
         value = rows[0][0]
         return None if value is None else float(value)
 
-    async def poll_now(self, training_id: str, now: float) -> list[str]:
-        """Make this training due now where someone follows it; returns the key_refs of the
-        followed rows (one per key that polls it)."""
+    async def poll_now(self, training_id: str, now: float, min_gap: float = 0.0) -> list[str]:
+        """Make this training due now where someone follows it, or as soon as ``min_gap`` after
+        its last poll allows; returns the key_refs of the followed rows (one per key)."""
         async with self._db.transaction() as tx:
             key_refs = [
                 str(r[0])
@@ -135,11 +145,30 @@ class Trainings:
                 )
             ]
             await tx.executemany(
-                "UPDATE trainings SET next_poll_at = ? WHERE training_id = ? AND key_ref = ? "
+                "UPDATE trainings SET next_poll_at = MAX(?, COALESCE(last_polled_at, 0) + ?), "
+                "poll_reason = 'asked for' WHERE training_id = ? AND key_ref = ? "
                 "AND next_poll_at > ?",
-                [(now, training_id, key_ref, now) for key_ref in key_refs],
+                [(now, min_gap, training_id, key_ref, now) for key_ref in key_refs],
             )
         return key_refs
+
+    async def finished_observations(self, limit: int) -> list[str]:
+        """The poll policy's observations of the last ``limit`` finished trainings (JSON), for
+        learning how long each stage takes."""
+        rows = await self._db.fetch(
+            "SELECT observation FROM trainings WHERE observation IS NOT NULL "
+            "AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?",
+            (limit,),
+        )
+        return [str(r[0]) for r in rows]
+
+    async def schedule(self) -> list[tuple[str, str, float, str | None]]:
+        """Every followed training's next poll: (training_id, key_ref, when, why)."""
+        rows = await self._db.fetch(
+            f"SELECT t.training_id, t.key_ref, t.next_poll_at, t.poll_reason FROM trainings t "
+            f"WHERE {FOLLOWED} ORDER BY t.next_poll_at"
+        )
+        return [(str(r[0]), str(r[1]), float(r[2]), r[3]) for r in rows]
 
     async def count_followed(self) -> int:
         """Trainings currently polled."""
@@ -265,6 +294,9 @@ class _Rows:
                     *ending,
                     update.next_poll_at,
                     update.api,
+                    update.observation,
+                    update.poll_reason,
+                    update.polled_at,
                 )
             )
         else:
@@ -279,6 +311,7 @@ class _Rows:
                     update.failing_since,
                     *ending,
                     update.next_poll_at,
+                    update.poll_reason,
                 )
             )
 

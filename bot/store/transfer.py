@@ -34,6 +34,9 @@ TABLES: dict[str, tuple[str, ...]] = {
         "failing_since",
         "created_at",
         "finished_at",
+        "observation",
+        "last_polled_at",
+        "poll_reason",
     ),
     "events": (
         "training_id",

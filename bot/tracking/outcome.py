@@ -14,10 +14,25 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from bot.events import TERMINAL_SEQ, Event, EventKind
 from bot.sdapi.errors import NoCredits, RateLimited, SdApiError, TrainingNotFound
 from bot.sdapi.status import TrainingStatus
 from bot.store import Training, TrainingUpdate
+from bot.tracking.policy import (
+    Bounds,
+    Learned,
+    Observation,
+    PollPlan,
+    PollPolicy,
+    Sighting,
+    TrainingKind,
+    infer_kind,
+    observe,
+    plan_next_poll,
+    stage_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +44,11 @@ class Rules:
     """The settings an answer is judged by."""
 
     interval: float
-    """Seconds between two polls of one training (before jitter)."""
+    """The shortest gap between two polls of one training, jitter included."""
+    max_interval: float | None = None
+    """The longest gap while a training runs normally (default: five times ``interval``)."""
+    policy: PollPolicy = PollPolicy.FIXED
+    """``adaptive`` plans each poll from what the training says; ``fixed`` every interval."""
     max_backoff: float = 900.0
     """The longest wait between polls while the API keeps failing."""
     jitter: float = 0.1
@@ -43,22 +62,58 @@ class Rules:
     """Step messages one training may make; past it, each answer makes at most one."""
 
     @property
+    def bounds(self) -> Bounds:
+        """The poll policy's bounds."""
+        return Bounds.from_settings(self.interval, self.max_interval, self.jitter)
+
+    @property
     def late_after(self) -> float:
         """A poll this long overdue (the bot was down) or an API failing this long makes the
         steps seen next late."""
         return max(2 * self.interval, self.interval + 30.0)
 
 
+# What the fixed policy plans from: it looks at nothing.
+_NOTHING_KNOWN = Observation(TrainingKind.UNKNOWN, 0.0, (Sighting("unknown", 0.0, None),))
+NO_LEARNING = Learned()
+
+
+def plan_after(
+    obs: Observation | None,
+    now: float,
+    rules: Rules,
+    learned: Learned = NO_LEARNING,
+    rand: Random = random.random,
+) -> PollPlan:
+    """When to poll a training next, from what is known of it (``obs``), and why."""
+    return plan_next_poll(obs or _NOTHING_KNOWN, now, rules.bounds, rules.policy, learned, rand)
+
+
+def observation_of(row: Training, now: float, rules: Rules) -> Observation | None:
+    """What the adaptive policy knows of a training (None for the fixed policy); a row
+    recorded without one (an older tunewatch) is taken as first seen now."""
+    if rules.policy is not PollPolicy.ADAPTIVE:
+        return None
+    if row.observation:
+        try:
+            return Observation.from_dict(orjson.loads(row.observation))
+        except (ValueError, TypeError):
+            log.warning("the poll observation of %s is damaged; starting over", row.training_id)
+    stage = stage_key(None, row.state)
+    return observe(None, now, stage=stage, polled_before=None, kind=_kind(row.training_id, []))
+
+
 def next_poll(now: float, rules: Rules, rand: Random = random.random) -> float:
-    """The next poll of a training that answered: the interval, with jitter."""
-    return now + rules.interval * (1 + rules.jitter * (2 * rand() - 1))
+    """The next poll of a training the fixed policy follows (the interval, with jitter)."""
+    return plan_after(None, now, rules, rand=rand).at
 
 
 def backoff(errors: int, now: float, rules: Rules, rand: Random = random.random) -> float:
-    """The next poll after ``errors`` failures in a row: doubling, capped, with jitter."""
+    """The next poll after ``errors`` failures in a row: doubling, capped, with jitter upwards
+    only (never sooner than the interval)."""
     # The exponent is capped: 2.0 ** 1024 overflows, after some ten days of failures.
     delay = min(rules.max_backoff, rules.interval * 2.0 ** min(max(0, errors - 1), 64))
-    return now + delay * (1 + rules.jitter * (2 * rand() - 1))
+    return now + max(rules.interval, delay) * (1 + rules.jitter * rand())
 
 
 def says_nothing_new(row: Training, status: TrainingStatus) -> bool:
@@ -92,6 +147,7 @@ def after_status(
     now: float,
     rules: Rules,
     *,
+    learned: Learned = NO_LEARNING,
     planned_at: float | None = None,
     rand: Random = random.random,
 ) -> TrainingUpdate | None:
@@ -99,13 +155,19 @@ def after_status(
 
     ``row`` is None for a training not recorded yet (everything it shows is news).
     """
-    if row is not None and says_nothing_new(row, status):
-        return None
     training_id, key_ref = ref
+    previous = None if row is None else observation_of(row, now, rules)
+    obs = _observe(previous, training_id, status, now, rules, row, learned)
+    if row is not None and says_nothing_new(row, status) and obs is previous:
+        return None
+    plan = plan_after(obs, now, rules, learned, rand)
     return TrainingUpdate(
         training_id=training_id,
         key_ref=key_ref,
-        next_poll_at=next_poll(now, rules, rand),
+        next_poll_at=plan.at,
+        poll_reason=plan.why,
+        polled_at=now,
+        observation=None if obs is None or obs is previous else _json(obs),
         api=status.api.value,
         answered=True,
         state=status.raw_state,
@@ -119,6 +181,43 @@ def after_status(
         ),
         planned_at=planned_at,
     )
+
+
+def _observe(
+    previous: Observation | None,
+    training_id: str,
+    status: TrainingStatus,
+    now: float,
+    rules: Rules,
+    row: Training | None,
+    learned: Learned,
+) -> Observation | None:
+    """What the adaptive policy knows after this answer (None under the fixed policy)."""
+    if rules.policy is not PollPolicy.ADAPTIVE:
+        return None
+    last = status.steps[-1] if status.steps else None
+    stage = stage_key(last.label if last else None, status.raw_state)
+    seen = [] if previous is None else [s.stage for s in previous.stages]
+    eta = status.eta_minutes if status.eta_seconds is None else status.eta_seconds / 60
+    return observe(
+        previous,
+        now,
+        stage=stage,
+        polled_before=None if row is None else row.last_polled_at,
+        eta_minutes=eta,
+        elapsed_seconds=status.elapsed_seconds,
+        finished=status.terminal,
+        kind=_kind(training_id, [*seen, stage]),
+        learned=learned,
+    )
+
+
+def _kind(training_id: str, stages: Sequence[str]) -> TrainingKind:
+    return infer_kind(training_id, stages)
+
+
+def _json(obs: Observation) -> str:
+    return orjson.dumps(obs.to_dict()).decode()
 
 
 def new_events(
@@ -169,6 +268,7 @@ def after_error(
         training_id=row.training_id,
         key_ref=row.key_ref,
         next_poll_at=next_at,
+        poll_reason=f"backing off after {errors} failed poll{'s' if errors > 1 else ''}",
         consecutive_errors=errors,
         last_error=exc.reason,
         not_found_count=row.not_found_count,

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import orjson
+
 from bot import metrics
 from bot.sdapi.client import SdApiClient
 from bot.sdapi.errors import SdApiError
@@ -25,10 +27,27 @@ from bot.store import Store, Training, TrainingUpdate
 from bot.tracking import outcome
 from bot.tracking.loops import wait_event
 from bot.tracking.outcome import Rules
+from bot.tracking.policy import Learned, Observation, PollPolicy, learn_stage_lengths
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+# The adaptive policy learns from this many finished runs, again after every few more.
+LEARN_FROM_RUNS = 200
+LEARN_EVERY = 5
+
+
+def learn_from(stored: list[str]) -> Learned:
+    """Stage lengths per kind of training from stored observations (damaged ones skipped)."""
+    runs = []
+    for text in stored:
+        try:
+            record = Observation.from_dict(orjson.loads(text)).run_record()
+        except (ValueError, TypeError):
+            continue
+        if record is not None:
+            runs.append(record)
+    return learn_stage_lengths(runs)
 
 
 class KeyResolver(Protocol):
@@ -76,19 +95,44 @@ class Tracker:
         self._tasks: list[asyncio.Task[None]] = []
         self._polls: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._results: asyncio.Queue[TrainingUpdate] = asyncio.Queue()
+        self._learn_again = asyncio.Event()
         self._idle = asyncio.Event()  # set while no poll is in flight
         self._idle.set()
+        # Polls claimed whose result is not written yet (or that had nothing to write).
+        self._unsettled = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
         self.last_tick: float | None = None
+        self.learned = outcome.NO_LEARNING
+        """How long each stage of each kind of training took in finished runs (adaptive)."""
+        self._finished_since_learning = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the scheduler and the writer."""
+        """Start the scheduler and the writer (and learn from finished runs first)."""
         if not self._tasks:
             self._tasks = [
                 asyncio.create_task(self._schedule(), name="tracker-scheduler"),
                 asyncio.create_task(self._write(), name="tracker-writer"),
             ]
+            if self.rules.policy is PollPolicy.ADAPTIVE:
+                self._tasks.append(asyncio.create_task(self._learn(), name="tracker-learning"))
+
+    async def _learn(self) -> None:
+        """Learn how long each stage takes from the last finished runs, at start and then
+        every few finished trainings (in a thread: it takes tens of milliseconds)."""
+        while True:
+            try:
+                stored = await self._trainings.finished_observations(LEARN_FROM_RUNS)
+                self.learned = await asyncio.to_thread(learn_from, stored)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("learning from finished trainings failed; keeping what was known")
+            self._finished_since_learning = 0
+            await self._learn_again.wait()
+            self._learn_again.clear()
 
     async def stop(self) -> None:
         """Stop; polls in flight are abandoned (their training is due again at the time its
@@ -101,6 +145,18 @@ class Tracker:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._results = asyncio.Queue()
         self._idle.set()
+        self._unsettled = 0
+        self._settled.set()
+
+    async def settled(self) -> None:
+        """Wait until every poll claimed so far has been answered and its result written."""
+        await self._settled.wait()
+
+    def _done_with(self, polls: int) -> None:
+        self._unsettled -= polls
+        if self._unsettled <= 0:
+            self._unsettled = 0
+            self._settled.set()
 
     def wake(self) -> None:
         """Look for due trainings now (a subscription was added or a webhook arrived)."""
@@ -108,7 +164,7 @@ class Tracker:
 
     async def poll_soon(self, training_id: str) -> bool:
         """Make a followed training due now; False when nobody follows it."""
-        followed = await self._trainings.poll_now(training_id, self._clock())
+        followed = await self._trainings.poll_now(training_id, self._clock(), self.rules.interval)
         if followed:
             self.wake()
         return bool(followed)
@@ -118,7 +174,13 @@ class Tracker:
         now = self._clock()
         row = await self._trainings.get(training_id, key_ref)
         update = outcome.after_status(
-            row, (training_id, key_ref), status, now, self.rules, rand=self._rand
+            row,
+            (training_id, key_ref),
+            status,
+            now,
+            self.rules,
+            learned=self.learned,
+            rand=self._rand,
         )
         if update is not None and await self._trainings.record([update], now):
             self._on_outbox()
@@ -147,14 +209,19 @@ class Tracker:
                 log.exception("tracker scheduler failed; retrying in 1s")
                 await asyncio.sleep(1.0)
 
-    def _plan(self, row: Training) -> float:
-        """When a training just claimed is due next, if its answer changes nothing."""
-        return outcome.next_poll(self._clock(), self.rules, self._rand)
+    def _plan(self, row: Training) -> tuple[float, str]:
+        """When a training just claimed is due next if its answer changes nothing, and why."""
+        now = self._clock()
+        obs = outcome.observation_of(row, now, self.rules)
+        plan = outcome.plan_after(obs, now, self.rules, self.learned, self._rand)
+        return plan.at, plan.why
 
     def _start_poll(self, row: Training, planned_at: float) -> None:
         if row.ref in self._polls:
             return  # still in flight from an earlier claim (its lease ran out): once is enough
         self._idle.clear()
+        self._unsettled += 1
+        self._settled.clear()
         self._polls[row.ref] = asyncio.create_task(self._poll(row, planned_at))
 
     async def _poll(self, row: Training, planned_at: float) -> None:
@@ -173,7 +240,9 @@ class Tracker:
                 self._idle.set()
             if full:
                 self._wake.set()  # room to claim again
-        if update is not None:
+        if update is None:
+            self._done_with(1)
+        else:
             self._results.put_nowait(update)
 
     async def _answer(self, row: Training, planned_at: float | None) -> TrainingUpdate | None:
@@ -196,8 +265,21 @@ class Tracker:
             metrics.API_LATENCY.observe(time.monotonic() - started)
         metrics.POLLS.labels("ok").inc()
         return outcome.after_status(
-            row, row.ref, status, self._clock(), self.rules, planned_at=planned_at, rand=self._rand
+            row,
+            row.ref,
+            status,
+            self._clock(),
+            self.rules,
+            learned=self.learned,
+            planned_at=planned_at,
+            rand=self._rand,
         )
+
+    def _count_finished(self, batch: list[TrainingUpdate]) -> None:
+        finished = sum(1 for u in batch if any(e.kind.terminal for e in u.events))
+        self._finished_since_learning += finished
+        if self._finished_since_learning >= LEARN_EVERY:
+            self._learn_again.set()
 
     async def _write(self) -> None:
         while True:
@@ -216,7 +298,10 @@ class Tracker:
                 log.exception(
                     "recording %d poll results failed; they will be polled again", len(batch)
                 )
+                self._done_with(len(batch))
                 continue
+            self._done_with(len(batch))
             metrics.POLL_RESULTS_WRITTEN.inc(len(batch))
+            self._count_finished(batch)
             if created:
                 self._on_outbox()

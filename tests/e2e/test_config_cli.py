@@ -55,7 +55,9 @@ def test_env_example_parses_as_is(tmp_path: Path) -> None:
     env_file.write_text((ROOT / ".env.example").read_text())
     settings = load_settings(env_file=str(env_file))
     assert settings.DISCORD_TOKEN is None
-    assert settings.POLL_INTERVAL_SECONDS == 60
+    assert settings.POLL_INTERVAL_SECONDS == 30
+    assert settings.poll_max_seconds == 150
+    assert settings.POLL_POLICY == "adaptive"
 
 
 def test_missing_token_says_what_to_set(tmp_path: Path) -> None:

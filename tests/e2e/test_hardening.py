@@ -4,6 +4,7 @@ is written, the database file deleted while it runs, a second bot on the same fi
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,12 @@ from tests.support.disk import TinyDisk
 from tests.support.fakediscord import FakeDiscord
 from tests.support.harness import (
     CHANNEL,
+    GUILD,
+    USER,
     BotProcess,
     free_port,
     health,
+    running_bot,
     settings_for,
     step_messages,
     subscribe,
@@ -128,3 +132,34 @@ async def test_a_second_bot_on_the_same_file_refuses_to_start(
     assert str(db_path) in told[0]
     assert "Traceback" not in second.log
     assert fake.identify_count == 1  # the second never reached Discord
+
+
+async def test_a_flood_of_step_lines_is_one_folded_message_and_commands_still_answer(
+    fake: FakeDiscord, sim: Simulator, db_path: Path
+) -> None:
+    # Seen before: 100,000 step lines in one answer made 100,000 pending deliveries, no
+    # message in 60 s, and /training-list unanswered (the outbox query took 52.6 s). Here as
+    # many bare step lines as the 1 MiB cap on an answer lets through.
+    lines = [f"Step:{n}" for n in range(1, 80_001)]
+    flood = {"status": "success", "messege": "training_started", "data": "\n".join(lines)}
+    small = {"status": "success", "messege": "training_started", "data": lines[0]}
+    answer = [small]
+    sim.add_scripted("Flood00001", lambda: json.dumps(answer[0]).encode())
+    async with running_bot(settings_for(fake, sim, db_path)) as bot:
+        assert "Subscribed" in (await subscribe(fake, "Flood00001"))["content"]
+        answer[0] = flood
+        await fake.wait_for(
+            lambda f: any("Folded" in str(m.embeds) for m in step_messages(f, CHANNEL)),
+            timeout=30,
+            what="the folded message",
+        )
+        listed = await fake.invoke(
+            "training-list", {}, guild_id=GUILD, channel_id=CHANNEL, user_id=USER
+        )
+        assert "Flood00001" in str(await listed.wait_final(timeout=10))
+        assert not listed.late  # answered within Discord's 3 seconds
+        assert bot.deliverer is not None
+    shown = step_messages(fake, CHANNEL)
+    assert len(shown) == 10  # STEP_MESSAGES_PER_POLL: nine steps and one for the rest
+    fields = {f["name"]: f["value"] for f in shown[-1].embeds[0]["fields"]}
+    assert fields["Folded"].startswith("79,989 earlier steps")  # and its own

@@ -457,7 +457,7 @@ def test_the_voice_warnings_are_discord_py_s_and_silenced() -> None:
         "logging.basicConfig(stream=sys.stderr)\n"
         "import discord\n"
         "if sys.argv[1] == 'quiet':\n"
-        "    from bot.__main__ import quiet_voice_warnings\n"
+        "    from bot.app import quiet_voice_warnings\n"
         "    quiet_voice_warnings()\n"
         "discord.Client(intents=discord.Intents.none())\n"
     )

@@ -6,17 +6,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from bot.events import Event, EventKind
-from bot.sdapi.client import SdApiClient
-from bot.sdapi.simulator import DEFAULT_KEY, Simulator
 from bot.store import (
     DEFAULT_KEY_REF,
     Delivery,
@@ -36,17 +31,6 @@ from tests.support.disk import TinyDisk
 from tests.support.harness import wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Keys:
-    def __init__(self, key: str | None = DEFAULT_KEY) -> None:
-        self.key = key
-
-    async def key_for(self, key_ref: str) -> str | None:
-        return self.key
-
-    def missing_reason(self, key_ref: str) -> str:
-        return f"no key for {key_ref}"
 
 
 @dataclass
@@ -76,19 +60,6 @@ class RecordingNotifier:
 
     def seqs(self, sub_id: int) -> list[int]:
         return [seq for sub, seq, _, _ in self.sent if sub == sub_id]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "t.db")
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-async def client(sim: Simulator) -> AsyncIterator[SdApiClient]:
-    async with aiohttp.ClientSession() as session:
-        yield SdApiClient(session, sim.base_url, timeout=1.0, max_attempts=1)
 
 
 async def subscribe(store: Store, training_id: str, *, channel: int | None = 1, user: int = 9):

@@ -283,7 +283,14 @@ async def test_unknown_training_id(session: aiohttp.ClientSession, sim: Simulato
     with pytest.raises(TrainingNotFound):
         parse_status(code, raw)
     assert sim.requests == [
-        RequestRecord("Nope000001", DEFAULT_KEY, 404, sim.requests[0].at, "application/json")
+        RequestRecord(
+            "Nope000001",
+            DEFAULT_KEY,
+            404,
+            sim.requests[0].at,
+            "application/json",
+            path="/api/v3/fine_tune_status/Nope000001",
+        )
     ]
 
 

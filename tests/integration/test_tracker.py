@@ -17,6 +17,7 @@ from bot.sdapi.client import SdApiClient
 from bot.sdapi.simulator import DEFAULT_KEY, Fault, Simulator
 from bot.store import DEFAULT_KEY_REF, Store, SubscriptionKind, SubscriptionStatus, TrainingUpdate
 from bot.tracking.outcome import Rules
+from bot.tracking.policy import PollPolicy
 from bot.tracking.tracker import Tracker
 from tests.support.harness import wait_until
 
@@ -32,13 +33,6 @@ class Keys:
 
     def missing_reason(self, key_ref: str) -> str:
         return f"no key for {key_ref}"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "t.db")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture
@@ -402,11 +396,15 @@ async def test_a_start_polls_the_soonest_first(store, client, sim) -> None:
 
 async def test_poll_soon_during_a_poll_polls_again_after_it(store, client, sim) -> None:
     # A webhook or a command asks for a poll while one is in flight: that poll's result (here
-    # a backoff of about a minute) must not write its own next time over the request.
+    # a backoff of some minutes: the API failed five times before) must not write its own
+    # next time over the request, which is one interval after the poll in flight.
     sim.add_training("Again00001", stage=1)
-    tracker = make_tracker(store, client, interval=60, max_backoff=900)
+    tracker = make_tracker(store, client, interval=1, max_backoff=900)
     await follow(tracker, client, store, "Again00001")
-    await store.trainings.poll_now("Again00001", time.time())
+    failing = TrainingUpdate(
+        "Again00001", DEFAULT_KEY_REF, time.time(), consecutive_errors=8, last_error="x"
+    )
+    await store.trainings.record([failing], time.time())
     before = sim.request_count("Again00001")
     sim.inject(Fault.HANG, training_id="Again00001")
     tracker.start()
@@ -466,7 +464,71 @@ async def test_polls_that_see_nothing_new_write_nothing_and_are_not_late(
 
 async def _quiet_since(store: Store, written: Any) -> bool:
     current = await store.trainings.get(written.training_id, written.key_ref)
-    # Only the next poll time moved (the claim's), nothing of what the polls saw.
-    return current is not None and current._replace(next_poll_at=0) == written._replace(
-        next_poll_at=0
+
+    # Only the claim's columns moved (when next, why, when last claimed), nothing the polls saw.
+    def seen(row: Any) -> Any:
+        return row._replace(next_poll_at=0, last_polled_at=0, poll_reason=None)
+
+    return current is not None and seen(current) == seen(written)
+
+
+# -- the poll policy ------------------------------------------------------------------------
+
+
+async def test_asking_for_a_poll_keeps_the_shortest_gap(store, client, sim) -> None:
+    # A webhook (or a command) brings a poll planned far away to the shortest gap after the
+    # last poll, never sooner: the API's spam filter counts repeated requests.
+    now = [1_000_000.0]
+    sim.add_training("Gap0000001", stage=1)
+    tracker = make_tracker(store, client, interval=30, clock=lambda: now[0])
+    await follow(tracker, client, store, "Gap0000001")  # the command's request is a poll
+    await store.trainings.record(  # planned far away, as a long stage would be
+        [TrainingUpdate("Gap0000001", DEFAULT_KEY_REF, now[0] + 3600, answered=True)], now[0]
     )
+    now[0] += 5
+    assert await tracker.poll_soon("Gap0000001")
+    training = await row(store, "Gap0000001")
+    assert training.next_poll_at == 1_000_030.0  # 30 s after the command's request
+    assert training.poll_reason == "asked for"
+    await store.trainings.record(  # planned far away again
+        [TrainingUpdate("Gap0000001", DEFAULT_KEY_REF, now[0] + 3600, answered=True)], now[0]
+    )
+    now[0] += 40
+    assert await tracker.poll_soon("Gap0000001")
+    assert (await row(store, "Gap0000001")).next_poll_at == now[0]  # past the gap: now
+
+
+async def test_the_adaptive_policy_plans_from_what_the_training_says(store, client, sim) -> None:
+    # Through the real tracker, on a clock of the test's own: every gap between two polls of
+    # the training stays within the bounds, each plan says why, and the training is followed
+    # to its end.
+    now = [1_000_000.0]
+    training = sim.add_training("Adapt00001", stage=1, timeline="dreambooth")
+    rules = Rules(interval=30, max_interval=150, policy=PollPolicy.ADAPTIVE)
+    tracker = Tracker(store, client, Keys(), rules, clock=lambda: now[0])
+    await follow(tracker, client, store, "Adapt00001")
+    tracker.start()
+    polls: list[float] = []
+    reasons: set[str] = set()
+    try:
+        for _ in range(40):
+            due = await store.trainings.next_due_at()
+            if due is None:
+                break
+            now[0] = due
+            before = sim.request_count("Adapt00001")
+            tracker.wake()
+            await wait_until(lambda b=before: sim.request_count("Adapt00001") > b, what="a poll")
+            await tracker.settled()
+            polls.append(now[0])
+            reasons.add((await row(store, "Adapt00001")).poll_reason or "")
+            if len(polls) % 3 == 0:
+                training.advance()
+    finally:
+        await tracker.stop()
+    gaps = [b - a for a, b in itertools.pairwise(polls)]
+    assert all(30 <= gap <= 150 * 1.0001 for gap in gaps), gaps
+    assert (await row(store, "Adapt00001")).terminal is EventKind.READY
+    assert reasons - {""}  # each plan says why
+    finished = await store.trainings.finished_observations(10)
+    assert len(finished) == 1  # what the next runs learn from

@@ -36,8 +36,11 @@ def settings_for(fake: FakeDiscord, sim: Simulator, db: Path, **overrides: Any) 
         "DISCORD_TOKEN": fake.token,
         "SD_API_KEY": DEFAULT_KEY,
         "SD_API_BASE_URL": sim.base_url,
+        "SD_API_V6_BASE_URL": sim.v6_base_url,
         "DATABASE_PATH": str(db),
         "POLL_INTERVAL_SECONDS": "1",
+        # Every second, predictably: the adaptive policy has tests of its own.
+        "POLL_POLICY": "fixed",
         "DISCORD_API_BASE": fake.api_base,
         "DISCORD_GATEWAY_URL": fake.gateway_url,
         "LOG_LEVEL": "INFO",

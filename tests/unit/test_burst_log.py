@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from bot.http_guard import BurstLog
+from bot.burst_log import BurstLog
 from tests.support.harness import wait_until
 
 

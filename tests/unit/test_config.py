@@ -59,8 +59,8 @@ def test_the_numbers_are_found() -> None:
     assert "POLL_INTERVAL_SECONDS" in FLOATS
     assert "HTTP_PORT" in NUMBERS
     assert "DISCORD_GUILD_ID" in NUMBERS
-    assert len(NUMBERS) == 14
-    assert len(FLOATS) == 5
+    assert len(NUMBERS) == 17
+    assert len(FLOATS) == 6
 
 
 @pytest.mark.parametrize("blank", ["", "   "])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,8 +29,9 @@ from bot.secrets import (
 )
 from bot.store import DEFAULT_KEY_REF, Store, SubscriptionKind, SubscriptionStatus
 
-OLD = Fernet.generate_key().decode()
-NEW = Fernet.generate_key().decode()
+# Fixed (and plainly fake) secrets: test ids stay the same in every process.
+OLD = base64.urlsafe_b64encode(b"tunewatch-tests-old-secret-32-by").decode()
+NEW = base64.urlsafe_b64encode(b"tunewatch-tests-new-secret-32-by").decode()
 OPERATOR_KEY = "operator-key-Q7w8E9r0"
 ALICE, BOB = 111, 222
 ALICE_KEY = "alice-secret-key-Zk3Lm9Pq2Rs7"

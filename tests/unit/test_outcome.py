@@ -95,7 +95,7 @@ def test_new_steps_and_the_end_are_events() -> None:
         (TERMINAL_SEQ, EventKind.READY),
     ]
     assert update.events[0].number == 3
-    assert update.next_poll_at == NOW + 60  # the interval, jitter at its middle
+    assert update.next_poll_at == NOW + 63  # the interval, with half of the (upward) jitter
     assert update.planned_at == NOW + 60
     assert not any(e.late for e in update.events)
 
@@ -152,7 +152,7 @@ def test_errors_back_off_doubling_up_to_the_cap() -> None:
     delays = []
     training = row()
     for _ in range(6):
-        update = outcome.after_error(training, ApiUnavailable("x"), NOW, RULES, rand=middle)
+        update = outcome.after_error(training, ApiUnavailable("x"), NOW, RULES, rand=lambda: 0.0)
         delays.append(update.next_poll_at - NOW)
         training = training._replace(consecutive_errors=update.consecutive_errors)
     assert delays == [60, 120, 240, 480, 900, 900]

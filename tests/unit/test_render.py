@@ -3,9 +3,9 @@ length limits, and API text kept inert everywhere (titles, fields, footers, desc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import discord
@@ -276,25 +276,26 @@ def test_step_message_shows_n_of_total_in_both_wordings(
     assert "Time Elapsed" not in (embed.title or "")
 
 
-def test_step_message_uses_the_fields_the_store_may_add() -> None:
-    @dataclass(frozen=True)
-    class RicherEvent:  # what Event may carry later: render reads it when it is there
-        seq: int
-        kind: EventKind
-        number: int | None = 3
-        label: str | None = "Model Uploading"
-        steps_to_go: int | None = None
-        eta_minutes: int | None = None
-        raw: str | None = None
-        detail: str | None = None
-        late: bool = False
-        total_steps: int | None = 7
-        elapsed_seconds: float | None = 59.6
-
-    embed = render.event_embed("T1", RicherEvent(seq=2, kind=EventKind.STEP))  # type: ignore[arg-type]
+def test_step_message_shows_the_stored_progress_and_elapsed_time() -> None:
+    event = Event(
+        seq=2,
+        kind=EventKind.STEP,
+        number=3,
+        label="Model Uploading",
+        steps_to_go=4,
+        elapsed_seconds=59.6,
+    )
+    embed = render.event_embed("T1", event)
     fields = {f.name: f.value for f in embed.fields}
     assert "3/7 steps" in (fields["Progress"] or "")
     assert fields["Elapsed"] == "1 min"
+    assert "Folded" not in fields
+
+
+def test_a_folded_step_says_how_many_it_stands_for() -> None:
+    event = Event(seq=9, kind=EventKind.STEP, number=10, label="Stage", folded=1234)
+    fields = {f.name: f.value for f in render.event_embed("T1", event).fields}
+    assert fields["Folded"] == "1,234 earlier steps of this answer, not posted one by one"
 
 
 def test_status_embed_in_the_trainers_wording() -> None:
@@ -628,3 +629,25 @@ def test_rate_limit_in_words() -> None:
 def test_api_words_in_an_error_are_inert_on_discord() -> None:
     assert_text_inert(render.api_error_text(UnexpectedResponse(api_message=HOSTILE)))
     assert HOSTILE in render.api_error_plain(UnexpectedResponse(api_message=HOSTILE))
+
+
+def test_subscription_line_says_when_the_training_is_checked_next_and_why() -> None:
+    sub = Subscription(
+        id=1,
+        kind=SubscriptionKind.CHANNEL,
+        guild_id=1,
+        channel_id=2,
+        user_id=3,
+        training_id="T1",
+        key_ref="default",
+        status=SubscriptionStatus.ACTIVE,
+        reason=None,
+        baseline_seq=-1,
+        created_at=0.0,
+        state="training_started",
+        next_poll_at=1_900_000_000.5,
+        poll_reason="ETA, clamped to minimum",
+    )
+    assert "next check <t:1900000000:R> (ETA, clamped to minimum)" in render.subscription_line(sub)
+    done = dataclasses.replace(sub, status=SubscriptionStatus.DONE)
+    assert "next check" not in render.subscription_line(done)

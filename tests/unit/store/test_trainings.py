@@ -9,8 +9,8 @@ from tests.unit.store.helpers import NOW, READY, answer, step, subscribe
 
 
 def plan_in(seconds: float):
-    def plan(row: Training) -> float:
-        return NOW + seconds
+    def plan(row: Training) -> tuple[float, str]:
+        return NOW + seconds, "test"
 
     return plan
 
