@@ -251,7 +251,10 @@ async def test_list_in_words_finished_hidden_and_pages(
     assert first["footer"]["text"] == "Page 1 of 2"
     assert "**This server** (11 active)" in first["description"]
     # Newest first, states in words.
-    assert f"`List{channels[-2]:06d}` → <#{channels[-2]}> · Training done\n" in first["description"]
+    assert (
+        f"`List{channels[-2]:06d}` → <#{channels[-2]}> · Training done · next check <t:"
+        in (first["description"])
+    )
     assert "1 finished more than 24 hours ago is hidden" in first["description"]
     assert f"List{channels[-1]:06d}" not in str(first)
     page_message = interaction.original
