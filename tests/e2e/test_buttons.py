@@ -5,6 +5,7 @@ answers a late callback with 10062, which these tests would see)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 from bot.app import TunewatchBot
 from bot.lookups import StatusLookups
-from bot.sdapi.simulator import Simulator
+from bot.sdapi.simulator import Fault, Simulator
 from bot.store import SubscriptionKind, SubscriptionStatus
 from tests.support.fakediscord import FakeDiscord, Interaction, Message
 from tests.support.harness import (
@@ -292,3 +293,35 @@ async def _finish_long_ago(bot: TunewatchBot, sub_id: int) -> None:
         return sub is not None and sub.status is SubscriptionStatus.DONE
 
     await wait_until(done, what="the subscription done")
+
+
+async def test_a_click_answers_within_three_seconds_when_the_api_hangs(
+    bot: TunewatchBot, fake: FakeDiscord, sim: Simulator
+) -> None:
+    sim.add_training("Hang000001", stage=1)
+    live = await live_message(fake, sim, "Hang000001")
+    status = await fake.invoke(
+        "training-status",
+        {"training_id": "Hang000001"},
+        guild_id=GUILD,
+        channel_id=CHANNEL,
+        user_id=USER,
+    )
+    await status.wait_final()
+    answer = status.original
+    assert answer is not None
+    sim.inject(Fault.HANG, count=None)
+    try:
+        on_live, on_answer = await asyncio.gather(
+            fake.click(live, button_id(live, "refresh"), user_id=STRANGER),
+            fake.click(answer, button_id(answer, "refresh"), user_id=FRIEND),
+        )
+        texts = await asyncio.gather(on_live.wait_private(20), on_answer.wait_private(20))
+    finally:
+        sim.release_hangs()
+    # Deferred within Discord's 3 seconds (privately; as an update of the answer), then told.
+    assert [on_live.responses[0]["type"], on_answer.responses[0]["type"]] == [5, 6]
+    assert not on_live.late
+    assert not on_answer.late
+    assert all("could not be reached" in text for text in texts)
+    assert "1/6 steps" in str(answer.embeds)  # the answer itself is left as it was
