@@ -144,8 +144,8 @@ def next_text(training_id: str, end: Event) -> str:
     return f"Next: check the id and the API key with /training-status {_code(training_id)}."
 
 
-def _outcome_lines(story: Story, end: Event, *, with_model: bool = True) -> list[str]:
-    """The reason (a failure), how long it took, the model and what to do next."""
+def _outcome_lines(story: Story, end: Event) -> list[str]:
+    """The reason (a failure), how long it took, and what to do next (naming the model)."""
     lines = []
     if end.kind is EventKind.FAILED:
         lines.append(f"Reason: {_reason_text(end.detail)}")
@@ -154,9 +154,6 @@ def _outcome_lines(story: Story, end: Event, *, with_model: bool = True) -> list
     took = took_text(story)
     if took is not None:
         lines.append(took)
-    model_id = model_id_of(story.training_id, end) if with_model else None
-    if model_id:
-        lines.append(f"Model: {_code(model_id)}")
     lines.append(next_text(story.training_id, end))
     return lines
 
@@ -225,8 +222,7 @@ def final_embed(story: Story, *, short: bool = False) -> discord.Embed:
             colour=OUTCOME_COLOURS[end.kind],
         )
     embed = event_embed(story.training_id, end)
-    # The v6 model is in the embed's fields already; its id is not repeated.
-    lines = _outcome_lines(story, end, with_model=_event_model(end) is None)
+    lines = _outcome_lines(story, end)
     if end.kind is not EventKind.READY:
         lines = lines[1:]  # the reason (or the unknown text) is the description already
     embed.description = truncate(

@@ -128,11 +128,7 @@ def test_live_message_final_form_says_how_long_the_model_and_what_next() -> None
     embed = render.live_embed(story(step(1, elapsed=40.0), step(2, elapsed=1100.0), READY))
     text = lines_of(embed)
     # The trainer's clock: 1,100 s at step 2 (seen at T0+60), the end seen at T0+120.
-    assert text[-3:] == [
-        "Took about 19 min.",
-        "Model: `T1`",
-        "Next: generate images with model_id `T1`.",
-    ]
+    assert text[-2:] == ["Took about 19 min.", "Next: generate images with model_id `T1`."]
     failed = lines_of(render.live_embed(story(step(1), FAILED)))
     assert failed[-3:] == [
         "Reason: Disk full",
@@ -183,7 +179,6 @@ def test_final_message_full_and_short() -> None:
     assert lines_of(full) == [
         "The training finished and the model is ready to use.",
         "Took at least 1 min (since tunewatch first saw it).",
-        "Model: `T1`",
         "Next: generate images with model_id `T1`.",
     ]
     short = render.final_embed(story(step(1), FAILED), short=True)
@@ -200,7 +195,6 @@ def test_final_message_of_a_v6_run_names_its_model_once() -> None:
     v6 = "9b2f6c1e-4d3a-4f8e-a1b2-3c4d5e6f7a8b"
     full = render.final_embed(story(ready, tid=v6))
     assert [f.name for f in full.fields] == ["Model", "Generate with it"]
-    assert "Model: " not in (full.description or "")
     assert lines_of(full)[-1] == "Next: generate images with model_id `lora-abc`."
     plain_v6 = render.final_embed(story(READY, tid=v6))
     assert lines_of(plain_v6)[-1] == "Next: generate images with the new model."
