@@ -83,9 +83,6 @@ class DiscordNotifier:
         self._outbox = store.outbox
         self._dm_channels: dict[int, int] = {}
         self._pacer = AsyncLimiter(1, 1.0 / rate)
-        # The live message of each subscription as this process last stored it: a batch read
-        # before its opening was sent still says None.
-        self._live: dict[int, int] = {}
 
     # -- the Notifier protocol -------------------------------------------------------------
 
@@ -154,11 +151,17 @@ class DiscordNotifier:
         )
 
     async def _open(self, delivery: Delivery, nonce: str) -> int:
-        """Post the live (or summary) message, store its id before any edit; start the thread."""
-        story = await self._outbox.story(
-            delivery.training_id, delivery.key_ref, delivery.baseline_seq
-        )
-        message_id = await self._post_live(delivery, story, nonce)
+        """Post the live (or summary) message, store its id before any edit; start the thread.
+
+        An id stored already was posted by an earlier attempt of this opening (subscribing
+        anew clears it): that message is kept, and only the thread is started if need be.
+        """
+        message_id = await self._live_id(delivery)
+        if message_id is None:
+            story = await self._outbox.story(
+                delivery.training_id, delivery.key_ref, delivery.baseline_seq
+            )
+            message_id = await self._post_live(delivery, story, nonce)
         if delivery.style is Style.THREAD:
             await self._start_thread(delivery, message_id)
         return message_id
@@ -177,7 +180,7 @@ class DiscordNotifier:
     async def _update_live(self, delivery: Delivery, nonce: str) -> int:
         """Edit the live message to show the steps up to this row; post it again if gone."""
         story = await self._story(delivery)
-        message_id = self._live_id(delivery)
+        message_id = await self._live_id(delivery)
         if message_id is not None and await self._edit(
             delivery, message_id, render.live_embed(story)
         ):
@@ -196,7 +199,7 @@ class DiscordNotifier:
         return await self._post_live(delivery, story, repost_nonce(nonce))
 
     async def _post_in_thread(self, delivery: Delivery, nonce: str) -> int:
-        thread_id = self._live_id(delivery)
+        thread_id = await self._live_id(delivery)
         if thread_id is None:  # the opening never reached Discord: open now, then post
             thread_id = await self._open(delivery, repost_nonce(nonce))
         thread = self._client.get_partial_messageable(
@@ -208,7 +211,7 @@ class DiscordNotifier:
         """The end of a live or thread subscription: its message in its final form, then the
         short final message replying to it (the edit notifies nobody)."""
         story = await self._story(delivery)
-        message_id = self._live_id(delivery)
+        message_id = await self._live_id(delivery)
         thread = delivery.style is Style.THREAD
         if message_id is not None and not await self._edit(
             delivery,
@@ -344,7 +347,7 @@ class DiscordNotifier:
         if delivery.kind is SubscriptionKind.DM:
             target: discord.abc.Messageable = await self._dm(delivery)
         elif delivery.style is Style.THREAD and not delivery.terminal:
-            thread_id = self._live_id(delivery)
+            thread_id = await self._live_id(delivery)
             if thread_id is None:
                 return None
             target = self._client.get_partial_messageable(thread_id, guild_id=delivery.guild_id)
@@ -362,14 +365,14 @@ class DiscordNotifier:
 
     # -- the store -------------------------------------------------------------------------
 
-    def _live_id(self, delivery: Delivery) -> int | None:
-        return self._live.get(delivery.subscription_id, delivery.live_message_id)
+    async def _live_id(self, delivery: Delivery) -> int | None:
+        """The subscription's live message as stored now (the batch's row may predate it)."""
+        return await self._subscriptions.live_message_of(delivery.subscription_id)
 
     async def _remember_live(self, delivery: Delivery, message_id: int) -> None:
         """Store the live message's id: before any edit of it, so that a restart edits it
         instead of posting a second one."""
         await self._subscriptions.set_live_message(delivery.subscription_id, message_id)
-        self._live[delivery.subscription_id] = message_id
 
     async def _story(self, delivery: Delivery) -> Story:
         return await self._outbox.story(delivery.training_id, delivery.key_ref, delivery.seq)

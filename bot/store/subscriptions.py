@@ -242,6 +242,13 @@ class Subscriptions:
                 "UPDATE subscriptions SET live_message_id = ? WHERE id = ?", (message_id, sub_id)
             )
 
+    async def live_message_of(self, sub_id: int) -> int | None:
+        """The message a live or thread subscription keeps up to date, as stored now."""
+        rows = await self._db.fetch(
+            "SELECT live_message_id FROM subscriptions WHERE id = ?", (sub_id,)
+        )
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
     async def remove(self, sub_id: int) -> None:
         """Delete a subscription and its undelivered messages."""
         async with self._db.transaction() as tx:

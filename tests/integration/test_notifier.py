@@ -26,7 +26,7 @@ from bot.store import (
     SubscriptionKind,
     TrainingUpdate,
 )
-from bot.tracking.delivery import PermanentDeliveryError
+from bot.tracking.delivery import PermanentDeliveryError, TransientDeliveryError
 from tests.support.fakediscord import FakeDiscord, Message
 
 GUILD = 111
@@ -181,3 +181,20 @@ async def test_what_discord_refuses_for_threads_pauses_with_a_reason(
     (message,) = [m for m in bot_messages(fake) if m.id == final]
     assert message.message_reference is not None
     assert message.message_reference["message_id"] == str(summary)
+
+
+async def test_a_thread_refused_for_a_moment_is_started_on_the_retry_under_the_same_summary(
+    world: tuple[FakeDiscord, discord.Client, Store],
+) -> None:
+    fake, client, store = world
+    (opening,) = await rows(store, Style.THREAD)
+    notifier = DiscordNotifier(client, store)
+    fake.fail_next(r"/threads$", 503)
+    with pytest.raises(TransientDeliveryError):
+        await notifier.send(opening, "tweeee1")
+    (summary,) = bot_messages(fake)
+    assert await store.subscriptions.live_message_of(opening.subscription_id) == summary.id
+    assert fake.threads_of(CHANNEL) == []
+    assert await notifier.send(opening, "tweeee1") == summary.id  # the retry
+    assert [m.id for m in bot_messages(fake)] == [summary.id]
+    assert fake.threads_of(CHANNEL) == [summary.id]

@@ -80,7 +80,9 @@ async def test_the_opening_comes_first_and_its_message_is_remembered(store: Stor
     await store.trainings.record([answer("T1", step(0))], NOW)
     group = (await store.outbox.due(NOW + 1, limit=100))[0]
     assert group[0].event is None
+    assert await store.subscriptions.live_message_of(sub.id) is None
     await store.subscriptions.set_live_message(sub.id, 123456789012345678)
+    assert await store.subscriptions.live_message_of(sub.id) == 123456789012345678
     # The next batch carries the stored id; the opening sent does not end the subscription.
     await store.outbox.mark_sent([(group[0], 123456789012345678)], NOW)
     (after,) = await store.outbox.due(NOW + 1, limit=100)
