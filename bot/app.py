@@ -177,8 +177,9 @@ class TunewatchBot(commands.Bot):
         problems = []
         if self.database_problem is not None:
             problems.append(self.database_problem)
-        if self.deliverer is not None and self.deliverer.problem is not None:
-            problems.append(f"delivering stopped: {self.deliverer.problem}")
+        for part in (getattr(self, "tracker", None), self.deliverer):
+            if part is not None and part.problem is not None:
+                problems.append(part.problem)
         return problems
 
     async def _watch_database(self) -> None:

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from bot import metrics
 from bot.store import Delivery, Store
-from bot.tracking.loops import wait_event
+from bot.tracking.loops import FailureStreak, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +95,17 @@ class Deliverer:
         self._base_backoff = base_backoff
         self._max_backoff = max_backoff
         self._max_attempts = max_attempts
-        self._store_backoff_max = store_backoff_max
+        self._store = FailureStreak(
+            log,
+            "delivering is stopped: the database refuses writes",
+            "delivering again: the database takes writes",
+            longest=store_backoff_max,
+        )
         self._clock = clock
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._marks: list[tuple[Delivery, int | None]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._store_failures = 0
-        self.problem: str | None = None
-        """Why nothing is being sent now (the database refuses writes), or None."""
 
     def start(self) -> None:
         """Start draining in the background."""
@@ -140,10 +142,10 @@ class Deliverer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                await self._store_failed(exc)
+                await self._store.failed(exc)
                 continue
             if not self._marks:
-                self._store_works()
+                self._store.ended()
             if sent:
                 continue
             delay = 30.0 if next_at is None else min(30.0, max(0.0, next_at - self._clock()))
@@ -249,9 +251,9 @@ class Deliverer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                await self._store_failed(exc)
+                await self._store.failed(exc)
             else:
-                self._store_works()
+                self._store.ended()
         self.wake()
 
     async def _write_marks(self) -> None:
@@ -267,19 +269,7 @@ class Deliverer:
             # Shielded: cancelling the loop must not lose marks of messages already sent.
             await asyncio.shield(self._flusher)
 
-    # -- the database refusing writes ------------------------------------------------------
-
-    async def _store_failed(self, exc: Exception) -> None:
-        """Wait before touching the database again; say so once per streak of failures."""
-        self._store_failures += 1
-        if self.problem is None:
-            self.problem = f"the database refuses writes ({type(exc).__name__}: {exc})"
-            log.error("delivering is stopped: %s; retrying with a backoff", self.problem)
-        delay = min(self._store_backoff_max, 2.0 ** min(self._store_failures, 16) / 2)
-        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-
-    def _store_works(self) -> None:
-        if self.problem is not None:
-            log.warning("delivering again: the database takes writes")
-        self.problem = None
-        self._store_failures = 0
+    @property
+    def problem(self) -> str | None:
+        """Why nothing is being sent now (the database refuses writes), or None."""
+        return self._store.problem

@@ -25,7 +25,7 @@ from bot.sdapi.errors import SdApiError
 from bot.sdapi.status import Api, TrainingStatus
 from bot.store import Store, Training, TrainingUpdate
 from bot.tracking import outcome
-from bot.tracking.loops import wait_event
+from bot.tracking.loops import FailureStreak, wait_event
 from bot.tracking.outcome import Rules
 from bot.tracking.policy import Learned, Observation, PollPolicy, learn_stage_lengths
 
@@ -96,6 +96,16 @@ class Tracker:
         self._polls: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._results: asyncio.Queue[TrainingUpdate] = asyncio.Queue()
         self._learn_again = asyncio.Event()
+        self._claims = FailureStreak(
+            log,
+            "polling is stopped: the database refuses to claim due trainings",
+            "polling again: the database takes claims",
+        )
+        self._writes = FailureStreak(
+            log,
+            "poll results are not recorded: the database refuses writes",
+            "poll results are recorded again",
+        )
         self._idle = asyncio.Event()  # set while no poll is in flight
         self._idle.set()
         # Polls claimed whose result is not written yet (or that had nothing to write).
@@ -158,6 +168,11 @@ class Tracker:
             self._unsettled = 0
             self._settled.set()
 
+    @property
+    def problem(self) -> str | None:
+        """Why polls are not recorded now (the database refuses writes), or None."""
+        return self._claims.problem or self._writes.problem
+
     def wake(self) -> None:
         """Look for due trainings now (a subscription was added or a webhook arrived)."""
         self._wake.set()
@@ -202,12 +217,13 @@ class Tracker:
                     delay = 5.0  # a poll that ends wakes this loop when room was short
                 else:
                     delay = min(5.0, max(0.0, next_at - self._clock()))
-                await wait_event(self._wake, delay)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("tracker scheduler failed; retrying in 1s")
-                await asyncio.sleep(1.0)
+            except Exception as exc:
+                await self._claims.failed(exc)
+                continue
+            self._claims.ended()
+            await wait_event(self._wake, delay)
 
     def _plan(self, row: Training) -> tuple[float, str]:
         """When a training just claimed is due next if its answer changes nothing, and why."""
@@ -294,12 +310,12 @@ class Tracker:
                 created = await self._trainings.record(batch, self._clock())
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception(
-                    "recording %d poll results failed; they will be polled again", len(batch)
-                )
+            except Exception as exc:
+                # Dropped: those trainings are polled again at the time their claims planned.
                 self._done_with(len(batch))
+                await self._writes.failed(exc)
                 continue
+            self._writes.ended()
             self._done_with(len(batch))
             metrics.POLL_RESULTS_WRITTEN.inc(len(batch))
             self._count_finished(batch)

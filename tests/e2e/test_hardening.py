@@ -58,7 +58,7 @@ async def test_a_full_disk_at_the_sent_mark_sends_nothing_twice(
         tiny_disk.fill()  # the message is on its way; its mark will not fit
         hold.release()
         await wait_until(
-            lambda: _mentions(problems(port), "delivering stopped"), 30, "/healthz to say it"
+            lambda: _mentions(problems(port), "delivering is stopped"), 30, "/healthz to say it"
         )
         path = f"/channels/{CHANNEL}/messages"
         posts = [r for r in fake.requests if r.path == path and r.method == "POST"]

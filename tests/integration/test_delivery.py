@@ -229,7 +229,7 @@ async def test_a_full_disk_stops_sending_until_the_marks_can_be_written(
         try:
             await wait_until(lambda: deliverer.problem is not None, what="the full disk seen")
             assert "full" in deliverer.problem  # type: ignore[operator]
-            await wait_until(lambda: deliverer._store_failures >= 3, what="three refused writes")
+            await wait_until(lambda: deliverer._store.failures >= 3, what="three refused writes")
             assert notifier.seqs(a) == [0, 1, 2]  # once each, never again while unmarked
             tiny_disk.free()
             await wait_until(lambda: deliverer.problem is None, what="the marks written")
