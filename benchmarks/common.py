@@ -213,6 +213,13 @@ async def seed(
                     -1,
                     now,
                     now,
+                    "steps",
+                    None,
+                    None,
+                    "both",
+                    None,
+                    None,
+                    None,
                 )
             )
     try:

@@ -172,21 +172,66 @@ def run_bot(settings: Settings) -> int:
         return exc.exit_code
 
 
-def run_status(settings: Settings, training_id: str) -> int:
-    """Print one training's status; the exit code says running or ready (0), failed (1)."""
-    from bot.render import api_error_plain, status_text
+# --watch: how often to ask by default (the API's spam filter refuses the same request repeated
+# within seconds), and how many asks in a row may fail before the watch gives up.
+WATCH_EVERY_SECONDS = 30.0
+WATCH_FAILURES_TOLERATED = 5
+
+
+def run_status(
+    settings: Settings,
+    training_id: str,
+    *,
+    api: str | None = None,
+    watch: bool = False,
+    every: float = WATCH_EVERY_SECONDS,
+    as_json: bool = False,
+) -> int:
+    """Print one training's status (``watch``: a progress line until it ends; ``as_json``: the
+    parsed status as JSON). Exit code: 0 running or ready (with ``watch``: ready), 1 failed or
+    unknown, 2 usage or settings, 3 the API unreachable."""
+    from bot.render import api_error_plain, status_json, status_text, watch_line
     from bot.sdapi.client import SdApiClient
     from bot.sdapi.errors import (
         InvalidApiKey,
         InvalidTrainingId,
+        RateLimited,
         SdApiError,
         TrainingNotFound,
     )
+    from bot.sdapi.status import Api, TrainingStatus
 
     if settings.SD_API_KEY is None:
         fail("SD_API_KEY is not set: put your API key in the environment or .env.")
         return EXIT_USAGE
+    if not every > 0:
+        fail("--every must be a positive number of seconds")
+        return EXIT_USAGE
     key = settings.SD_API_KEY.get_secret_value()
+    shown_id = training_id.strip()
+    live = watch and not as_json and sys.stdout.isatty()
+
+    def show(status: TrainingStatus, last: str | None) -> str:
+        now = datetime.now(UTC)
+        if as_json:
+            text = changed = json.dumps(status_json(shown_id, status), ensure_ascii=False)
+        elif watch:
+            text = watch_line(shown_id, status, now)
+            changed = text.rsplit(" · checked ", 1)[0]
+        else:
+            text, changed = status_text(shown_id, status, now), ""
+        if live:  # redraw one line in place
+            print(f"\r\x1b[2K{text}", end="", flush=True)
+        elif changed != last:
+            print(text, flush=True)
+        return changed
+
+    def exit_code(exc: SdApiError) -> int:
+        if isinstance(exc, InvalidTrainingId | InvalidApiKey):
+            return EXIT_USAGE
+        if isinstance(exc, TrainingNotFound):
+            return EXIT_FAILED
+        return EXIT_UNREACHABLE  # unavailable, rate limited, or no readable answer
 
     async def main() -> int:
         async with aiohttp.ClientSession() as session:
@@ -197,17 +242,38 @@ def run_status(settings: Settings, training_id: str) -> int:
                 timeout=settings.API_TIMEOUT_SECONDS,
                 max_attempts=settings.API_MAX_ATTEMPTS,
             )
-            try:
-                status = await client.fine_tune_status(training_id, key, budget=60)
-            except SdApiError as exc:
-                fail(api_error_plain(exc))
-                if isinstance(exc, InvalidTrainingId | InvalidApiKey):
-                    return EXIT_USAGE
-                if isinstance(exc, TrainingNotFound):
-                    return EXIT_FAILED
-                return EXIT_UNREACHABLE  # unavailable, rate limited, or no readable answer
-        print(status_text(training_id.strip(), status, datetime.now(UTC)))
-        return EXIT_FAILED if status.failed else EXIT_OK
+            chosen = None if api is None else Api(api)
+            last: str | None = None
+            failures = 0
+            while True:
+                try:
+                    status = await client.fine_tune_status(training_id, key, api=chosen, budget=60)
+                except SdApiError as exc:
+                    code = exit_code(exc)
+                    failures += 1
+                    if not watch or code != EXIT_UNREACHABLE or failures > WATCH_FAILURES_TOLERATED:
+                        if live:
+                            print(flush=True)
+                        fail(api_error_plain(exc))
+                        return code
+                    wait = every
+                    if isinstance(exc, RateLimited):
+                        wait = max(every, (exc.retry_at - datetime.now(UTC)).total_seconds())
+                    log.warning("%s; asking again in %.0f s", api_error_plain(exc), wait)
+                    await asyncio.sleep(wait)
+                    continue
+                failures = 0
+                last = show(status, last)
+                if not watch or status.terminal:
+                    break
+                await asyncio.sleep(every)
+        if live:
+            print(flush=True)
+        if watch and not as_json:
+            print(status_text(shown_id, status, datetime.now(UTC)))
+        if status.failed:
+            return EXIT_FAILED
+        return EXIT_OK
 
     return asyncio.run(main())
 
@@ -367,11 +433,30 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser(
         "status",
         help="print one training's status (uses SD_API_KEY)",
-        description="Print one training's status. Exit code 0: running or ready; 1: failed "
-        "or unknown; 2: usage or settings; 3: the API could not be reached.",
+        description="Print one training's status. Exit code 0: running or ready (with "
+        "--watch: ready); 1: failed or unknown; 2: usage or settings; 3: the API could not be "
+        "reached.",
         epilog="An id starting with '-' goes after '--': tunewatch status -- -abc123",
     )
     status.add_argument("training_id")
+    status.add_argument(
+        "--api", choices=("v3", "v6"), default=None, help="which API (default: by the id)"
+    )
+    status.add_argument(
+        "--watch",
+        action="store_true",
+        help="redraw a progress line until the training ends; exit 0 ready, 1 failed",
+    )
+    status.add_argument(
+        "--every",
+        type=float,
+        default=WATCH_EVERY_SECONDS,
+        metavar="SECONDS",
+        help=f"with --watch, ask this often (default {WATCH_EVERY_SECONDS:g})",
+    )
+    status.add_argument(
+        "--json", action="store_true", help="print the parsed status as JSON (one line each)"
+    )
     sub.add_parser(
         "health",
         help="ask the running bot's /healthz (needs HTTP_PORT); exit 0 when healthy",
@@ -432,7 +517,14 @@ def dispatch(command: str, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     configure_logging(settings.LOG_LEVEL)
     if command == "status":
-        return run_status(settings, args.training_id)
+        return run_status(
+            settings,
+            args.training_id,
+            api=args.api,
+            watch=args.watch,
+            every=args.every,
+            as_json=args.json,
+        )
     if command == "health":
         return run_health(settings)
     if command == "migrate-db":

@@ -29,7 +29,7 @@ from bot.web import HttpLimits, OpsDeps, OpsServer
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.training", "cogs.keys", "cogs.ops")
+EXTENSIONS = ("cogs.training", "cogs.buttons", "cogs.keys", "cogs.ops")
 # Closing the gateway waits for Discord's answer to the close frame: bounded, so a stop is quick
 # on a dead network too.
 DISCORD_CLOSE_SECONDS = 2.0
@@ -197,7 +197,9 @@ class TunewatchBot(commands.Bot):
             self.store,
             # Discord's global limit is the bot's, whichever process sends: each instance paces
             # its sends to its own share of it (its shards' part), so together they stay below.
-            DiscordNotifier(self, rate=GLOBAL_SENDS_PER_SECOND * settings.gateway_share),
+            DiscordNotifier(
+                self, self.store, rate=GLOBAL_SENDS_PER_SECOND * settings.gateway_share
+            ),
             instance_id=await self.store.db.instance_id(),
             max_backoff=settings.MAX_BACKOFF_SECONDS,
             share=settings.gateway_share,

@@ -19,6 +19,8 @@ class PauseReason(StrEnum):
     DMS_CLOSED = "dms_closed"  # 50007
     USER_UNKNOWN = "user_unknown"  # 10013
     THREAD_ARCHIVED = "thread_archived"  # 50083
+    THREAD_DELETED = "thread_deleted"  # a thread style's thread is gone (10003)
+    NO_THREAD_PERMISSIONS = "no_thread_permissions"  # 50013 on a thread; detail: the channel id
     DISCORD_REFUSED = "discord_refused"  # detail: what Discord answered
     OPERATOR_KEY_MISSING = "operator_key_missing"  # SD_API_KEY is not set
     USER_KEYS_OFF = "user_keys_off"  # TUNEWATCH_SECRET is not set

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import discord
 from discord import app_commands
@@ -10,16 +10,22 @@ from discord.ext import commands
 
 from bot import render
 from bot.app import TunewatchBot
-from bot.interactions import answer_soon, reply, reply_error
-from bot.keys import NoKeyAvailable
-from bot.lookups import SlowDown
+from bot.following import (
+    Mentionable,
+    fetch_status,
+    follow,
+    mention_of,
+    mention_refusal,
+    post_refusal,
+)
+from bot.interactions import reply, reply_error
+from bot.render import components, replies
+from bot.render.lists import FINISHED_SHOWN_HOURS
 from bot.sdapi.client import validate_training_id
 from bot.sdapi.errors import SdApiError
-from bot.sdapi.status import Api, TrainingStatus, api_for
-from bot.store import LimitReached, SubscriptionKind, SubscriptionStatus
+from bot.sdapi.status import Api
+from bot.store import Following, LimitReached, MentionOn, Style, SubscriptionKind
 
-# An interaction's follow-up stays valid for 15 minutes, but a person waits seconds, not minutes.
-API_BUDGET_SECONDS = 12.0
 TRAINING_ID = app_commands.describe(
     training_id="The training id the API returned when the training was created"
 )
@@ -52,6 +58,34 @@ API_CHOICES = app_commands.choices(
         app_commands.Choice(name="v6 trainer (Flux, SDXL LoRA)", value=Api.V6.value),
     ]
 )
+SUBSCRIBE_OPTIONS = app_commands.describe(
+    style="How the channel follows it (default: a message per step)",
+    mention="A role or a member to ping on the final message",
+    mention_on="Which outcome pings (default: both)",
+)
+SUBSCRIBE_CHOICES = app_commands.choices(
+    style=[
+        app_commands.Choice(
+            name="steps: a silent message per step, then the result", value="steps"
+        ),
+        app_commands.Choice(
+            name="live: one message kept up to date, then the result", value="live"
+        ),
+        app_commands.Choice(
+            name="thread: a thread of step messages, the result here", value="thread"
+        ),
+        app_commands.Choice(name="final: only the result", value="final"),
+    ],
+    mention_on=[
+        app_commands.Choice(name="ready: when the model is ready", value="ready"),
+        app_commands.Choice(name="failed: if the training fails", value="failed"),
+        app_commands.Choice(name="both: when the training ends", value="both"),
+    ],
+)
+
+
+def _api(value: str) -> Api | None:
+    return None if value == AUTO else Api(value)
 
 
 class TrainingCog(commands.Cog):
@@ -59,64 +93,6 @@ class TrainingCog(commands.Cog):
 
     def __init__(self, bot: TunewatchBot) -> None:
         self.bot = bot
-
-    async def _fetch(
-        self, interaction: Interaction, raw_id: str, api: str, *, ephemeral: bool = False
-    ) -> tuple[str, str, TrainingStatus] | None:
-        """Validate the id, pick the key, ask the API; on any error, answer and return None."""
-        try:
-            chosen = api_for(raw_id, None if api == AUTO else Api(api))
-            training_id = validate_training_id(raw_id, chosen)
-            key_ref, key = await self.bot.keys.key_for_user(interaction.user.id)
-            status = await answer_soon(
-                interaction,
-                self.bot.lookups.status(
-                    training_id,
-                    key_ref,
-                    key,
-                    chosen,
-                    member_id=interaction.user.id,
-                    budget=API_BUDGET_SECONDS,
-                ),
-                ephemeral=ephemeral,
-            )
-        except SdApiError as exc:
-            await reply_error(interaction, render.api_error_text(exc))
-            return None
-        except NoKeyAvailable:
-            await reply_error(interaction, render.NO_KEY_TEXT)
-            return None
-        except SlowDown as exc:
-            await reply_error(interaction, render.slow_down_text(exc.retry_after))
-            return None
-        return training_id, key_ref, status
-
-    async def _follow(
-        self,
-        interaction: Interaction,
-        kind: SubscriptionKind,
-        training_id: str,
-        key_ref: str,
-        status: TrainingStatus,
-        limit: int,
-    ) -> bool:
-        """Record what the API just said (steps so far are the baseline), then subscribe.
-
-        Returns whether the subscription already existed; raises LimitReached.
-        """
-        await self.bot.tracker.ingest(training_id, key_ref, status)
-        _, already = await self.bot.store.subscriptions.subscribe(
-            kind=kind,
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id if kind is SubscriptionKind.CHANNEL else None,
-            user_id=interaction.user.id,
-            training_id=training_id,
-            key_ref=key_ref,
-            limit=limit,
-            now=datetime.now(UTC).timestamp(),
-        )
-        self.bot.tracker.wake()
-        return already
 
     @app_commands.command(
         name="training-status", description="Show a training's state, steps, ETA and log"
@@ -128,82 +104,68 @@ class TrainingCog(commands.Cog):
     async def training_status(
         self, interaction: Interaction, training_id: str, api: str = AUTO
     ) -> None:
-        """Answer with the training's current status."""
-        fetched = await self._fetch(interaction, training_id, api)
+        """Answer with the training's current status, and buttons to refresh or follow it."""
+        fetched = await fetch_status(self.bot, interaction, training_id, _api(api))
         if fetched is None:
             return
-        training_id, _, status = fetched
-        embed = render.status_embed(training_id, status, datetime.now(UTC))
-        await reply(interaction, embed=embed)
+        embed = render.status_embed(fetched.training_id, fetched.status, datetime.now(UTC))
+        view = components.status_buttons(
+            fetched.training_id, fetched.status.api, in_guild=interaction.guild_id is not None
+        )
+        await reply(interaction, embed=embed, view=view)
 
     @app_commands.command(
         name="training-subscribe",
-        description="Post a message in this channel as each step of a training completes",
+        description="Follow a training in this channel: step messages, a live message or a thread",
     )
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_channels=True)
     @TRAINING_ID
     @API_OPTION
     @API_CHOICES
+    @SUBSCRIBE_OPTIONS
+    @SUBSCRIBE_CHOICES
     @AUTOCOMPLETE_ID
     async def training_subscribe(
-        self, interaction: Interaction, training_id: str, api: str = AUTO
+        self,
+        interaction: Interaction,
+        training_id: str,
+        api: str = AUTO,
+        style: str = Style.STEPS.value,
+        mention: Mentionable | None = None,
+        mention_on: str = MentionOn.BOTH.value,
     ) -> None:
         """Subscribe the channel the command is used in."""
-        perms = interaction.app_permissions
-        can_post = (
-            perms.view_channel
-            and perms.embed_links
-            and (
-                perms.send_messages_in_threads
-                if isinstance(interaction.channel, discord.Thread)
-                else perms.send_messages
-            )
-        )
-        if not can_post:
-            await reply_error(
-                interaction,
-                "tunewatch cannot post embeds in this channel: give it View Channel, Send "
-                "Messages and Embed Links here, then subscribe again.",
-            )
+        chosen = Style(style)
+        refusal = post_refusal(interaction, chosen) or mention_refusal(interaction, mention)
+        if refusal is not None:
+            await reply_error(interaction, refusal)
             return
-        fetched = await self._fetch(interaction, training_id, api)
+        fetched = await fetch_status(self.bot, interaction, training_id, _api(api))
         if fetched is None:
             return
-        training_id, key_ref, status = fetched
-        embed = render.status_embed(training_id, status, datetime.now(UTC))
-        if status.terminal:
-            outcome = "is ready" if status.finished else "has failed"
-            await reply(
-                interaction,
-                f"Training `{training_id}` {outcome} already; there is nothing to follow.",
-                embed=embed,
-            )
+        embed = render.status_embed(fetched.training_id, fetched.status, datetime.now(UTC))
+        if fetched.status.terminal:
+            text = replies.ended_text(fetched.training_id, fetched.status.finished)
+            await reply(interaction, text, embed=embed)
             return
+        ping = mention_of(mention, MentionOn(mention_on))
         try:
-            already = await self._follow(
+            already = await follow(
+                self.bot,
                 interaction,
                 SubscriptionKind.CHANNEL,
-                training_id,
-                key_ref,
-                status,
-                self.bot.settings.MAX_SUBSCRIPTIONS_PER_GUILD,
+                fetched,
+                limit=self.bot.settings.MAX_SUBSCRIPTIONS_PER_GUILD,
+                following=Following(style=chosen, mention=ping),
             )
         except LimitReached as exc:
-            await reply_error(
-                interaction,
-                f"This server already follows {exc.limit} trainings, the most allowed; "
-                "unsubscribe from one first.",
-            )
+            await reply_error(interaction, replies.guild_limit_text(exc.limit))
             return
         if already:
-            text = f"This channel already follows `{training_id}`; nothing changed."
+            text = replies.already_following_text(fetched.training_id)
         else:
-            text = (
-                f"Subscribed this channel to `{training_id}`: a message will be posted here as "
-                "each step completes, and a last one when the model is ready or the training "
-                "fails. Current status:"
-            )
+            text = replies.subscribed_text(fetched.training_id, chosen, ping)
         await reply(interaction, text, embed=embed)
 
     @app_commands.command(
@@ -227,87 +189,105 @@ class TrainingCog(commands.Cog):
             user_id=interaction.user.id,
         )
         if sub is None:
-            await reply_error(interaction, f"This channel does not follow `{training_id}`.")
+            await reply_error(interaction, replies.not_following_text(training_id))
             return
-        perms = interaction.permissions
-        if sub.user_id != interaction.user.id and not perms.manage_channels:
-            await reply_error(
-                interaction,
-                "Only the person who subscribed, or a member with Manage Channels, can remove "
-                "this subscription.",
-            )
+        if sub.user_id != interaction.user.id and not interaction.permissions.manage_channels:
+            await reply_error(interaction, replies.CANNOT_UNSUBSCRIBE_TEXT)
             return
         await self.bot.store.subscriptions.remove(sub.id)
-        await reply(interaction, f"This channel no longer follows `{training_id}`.")
+        await reply(interaction, replies.unsubscribed_text(training_id))
 
     @app_commands.command(
-        name="training-notify", description="Get a DM when a training is ready, or if it fails"
+        name="training-notify",
+        description="Get a DM when a training is ready, or if it fails (off: stop it)",
     )
     @TRAINING_ID
     @API_OPTION
     @API_CHOICES
+    @app_commands.describe(off="True to turn this DM alert off")
     @AUTOCOMPLETE_ID
     async def training_notify(
-        self, interaction: Interaction, training_id: str, api: str = AUTO
+        self, interaction: Interaction, training_id: str, api: str = AUTO, off: bool = False
     ) -> None:
-        """Create a DM alert for the user."""
-        fetched = await self._fetch(interaction, training_id, api, ephemeral=True)
+        """Create (or with ``off``, remove) a DM alert for the user."""
+        if off:
+            await self._alert_off(interaction, training_id)
+            return
+        fetched = await fetch_status(self.bot, interaction, training_id, _api(api), ephemeral=True)
         if fetched is None:
             return
-        training_id, key_ref, status = fetched
-        if status.terminal:
-            outcome = "is ready" if status.finished else "has already failed"
-            embed = render.status_embed(training_id, status, datetime.now(UTC))
-            await reply(
-                interaction, f"Training `{training_id}` {outcome}.", embed=embed, ephemeral=True
-            )
+        if fetched.status.terminal:
+            embed = render.status_embed(fetched.training_id, fetched.status, datetime.now(UTC))
+            text = replies.ended_alert_text(fetched.training_id, render.outcome_of(fetched.status))
+            await reply(interaction, text, embed=embed, ephemeral=True)
             return
         try:
-            already = await self._follow(
+            already = await follow(
+                self.bot,
                 interaction,
                 SubscriptionKind.DM,
-                training_id,
-                key_ref,
-                status,
-                self.bot.settings.MAX_DM_ALERTS_PER_USER,
+                fetched,
+                limit=self.bot.settings.MAX_DM_ALERTS_PER_USER,
             )
         except LimitReached as exc:
-            await reply_error(
-                interaction,
-                f"You already have {exc.limit} DM alerts, the most allowed; wait for one to "
-                "finish first.",
-            )
+            await reply_error(interaction, replies.dm_limit_text(exc.limit))
             return
-        text = (
-            f"You already get a DM when `{training_id}` is ready or fails."
-            if already
-            else f"I will DM you when `{training_id}` is ready, or if it fails. Keep your DMs "
-            "open to this server's members so the message can reach you."
+        await reply(
+            interaction, replies.alert_text(fetched.training_id, already=already), ephemeral=True
         )
+
+    async def _alert_off(self, interaction: Interaction, training_id: str) -> None:
+        try:
+            training_id = validate_training_id(training_id)
+        except SdApiError as exc:
+            await reply_error(interaction, render.api_error_text(exc))
+            return
+        sub = await self.bot.store.subscriptions.find(
+            SubscriptionKind.DM, training_id, channel_id=None, user_id=interaction.user.id
+        )
+        if sub is not None:
+            await self.bot.store.subscriptions.remove(sub.id)
+        text = replies.alert_off_text(training_id, found=sub is not None)
         await reply(interaction, text, ephemeral=True)
 
     @app_commands.command(
         name="training-list", description="This server's subscriptions and your DM alerts"
     )
-    async def training_list(self, interaction: Interaction) -> None:
-        """List subscriptions (this server) and the user's DM alerts, privately."""
-        subscriptions = self.bot.store.subscriptions
-        embed = discord.Embed(title="tunewatch subscriptions", colour=render.COLOUR_RUNNING)
-        if interaction.guild_id is not None:
-            subs = await subscriptions.of_guild(interaction.guild_id)
-            active = sum(s.status is SubscriptionStatus.ACTIVE for s in subs)
-            embed.description = f"**This server** ({active} active)\n" + render.fit_lines(
-                [render.subscription_line(s) for s in subs],
-                "No subscriptions.",
-                render.DESCRIPTION_LIMIT - 40,
-            )
-        alerts = await subscriptions.alerts_of(interaction.user.id)
-        embed.add_field(
-            name="Your DM alerts",
-            value=render.fit_lines([render.subscription_line(a) for a in alerts], "No DM alerts."),
-            inline=False,
+    @app_commands.describe(
+        show_finished=f"Also those that finished more than {FINISHED_SHOWN_HOURS} hours ago",
+        page="Which page, when the list is long",
+    )
+    async def training_list(
+        self,
+        interaction: Interaction,
+        show_finished: bool = False,
+        page: app_commands.Range[int, 1, 1000] = 1,
+    ) -> None:
+        """List subscriptions (this server) and the user's DM alerts, privately, in pages."""
+        embed, view = await list_page(self.bot, interaction, page, show_finished)
+        await reply(interaction, embed=embed, ephemeral=True, view=view)
+
+
+async def list_page(
+    bot: TunewatchBot, interaction: discord.Interaction[TunewatchBot], page: int, show: bool
+) -> tuple[discord.Embed, discord.ui.View | None]:
+    """One page of /training-list for this member, with its page buttons."""
+    subscriptions = bot.store.subscriptions
+    since = None
+    if not show:
+        since = (datetime.now(UTC) - timedelta(hours=FINISHED_SHOWN_HOURS)).timestamp()
+    server = None
+    if interaction.guild_id is not None:
+        server = await subscriptions.of_guild(interaction.guild_id, finished_since=since)
+    alerts = await subscriptions.alerts_of(interaction.user.id, finished_since=since)
+    hidden = 0
+    if since is not None:
+        hidden = await subscriptions.count_finished_before(
+            guild_id=interaction.guild_id, user_id=interaction.user.id, before=since
         )
-        await reply(interaction, embed=embed, ephemeral=True)
+    listing = render.Listing(server=server, alerts=alerts, hidden=hidden, show_finished=show)
+    embed, shown = render.list_embed(listing, page)
+    return embed, components.list_buttons(shown, render.list_pages(listing), show)
 
 
 async def setup(bot: TunewatchBot) -> None:

@@ -16,7 +16,13 @@ from bot.store.db import (
 )
 from bot.store.models import (
     DEFAULT_KEY_REF,
+    OPENING_SEQ,
     Delivery,
+    Mention,
+    MentionKind,
+    MentionOn,
+    Story,
+    Style,
     Subscription,
     SubscriptionKind,
     SubscriptionStatus,
@@ -24,7 +30,7 @@ from bot.store.models import (
     TrainingUpdate,
 )
 from bot.store.outbox import Outbox
-from bot.store.subscriptions import LimitReached, Subscriptions
+from bot.store.subscriptions import Following, LimitReached, Subscriptions
 from bot.store.trainings import Trainings
 from bot.store.user_keys import StoredKey, UserKeys
 
@@ -65,16 +71,23 @@ class Store:
 
 __all__ = [
     "DEFAULT_KEY_REF",
+    "OPENING_SEQ",
     "Database",
     "DatabaseError",
     "DatabaseRefused",
     "DatabaseUnreachable",
     "Delivery",
+    "Following",
     "LimitReached",
     "MalformedDatabaseUrl",
+    "Mention",
+    "MentionKind",
+    "MentionOn",
     "SchemaTooNew",
     "Store",
     "StoredKey",
+    "Story",
+    "Style",
     "Subscription",
     "SubscriptionKind",
     "SubscriptionStatus",

@@ -10,6 +10,9 @@ from typing import NamedTuple
 from bot.events import Event, EventKind
 
 DEFAULT_KEY_REF = "default"
+OPENING_SEQ = -1
+"""The ``seq`` of a live or thread subscription's first delivery: posting the message it keeps
+up to date (no event of the training goes with it)."""
 
 
 class SubscriptionKind(StrEnum):
@@ -25,6 +28,52 @@ class SubscriptionStatus(StrEnum):
     ACTIVE = "active"
     PAUSED = "paused"
     DONE = "done"
+
+
+class Style(StrEnum):
+    """How a channel follows a training."""
+
+    STEPS = "steps"  # a message per step (silent), then the final message
+    LIVE = "live"  # one message edited at each step, then a short final message
+    THREAD = "thread"  # a summary message, a thread of step messages, the final message
+    FINAL = "final"  # the final message only
+
+    @property
+    def keeps_a_message(self) -> bool:
+        """Whether it posts a message when subscribing and edits it later."""
+        return self in (Style.LIVE, Style.THREAD)
+
+
+class MentionKind(StrEnum):
+    """Who a final message pings."""
+
+    ROLE = "role"
+    USER = "user"
+
+
+class MentionOn(StrEnum):
+    """Which outcomes ping."""
+
+    READY = "ready"
+    FAILED = "failed"
+    BOTH = "both"
+
+
+@dataclass(frozen=True, slots=True)
+class Mention:
+    """A role or a member pinged by a subscription's final message."""
+
+    kind: MentionKind
+    id: int
+    on: MentionOn = MentionOn.BOTH
+
+    def pings_for(self, outcome: EventKind) -> bool:
+        """Whether the final message of this outcome pings (failed and unknown are failures)."""
+        if self.on is MentionOn.BOTH:
+            return outcome.terminal
+        if self.on is MentionOn.READY:
+            return outcome is EventKind.READY
+        return outcome in (EventKind.FAILED, EventKind.UNKNOWN)
 
 
 class Training(NamedTuple):
@@ -109,6 +158,16 @@ class Subscription:
     state: str | None = None
     terminal: EventKind | None = None
     last_error: str | None = None
+    style: Style = Style.STEPS
+    mention: Mention | None = None
+    live_message_id: int | None = None
+    """The message a live or thread subscription keeps up to date, once posted."""
+    origin_channel_id: int | None = None
+    """A DM alert made with a button: the channel it was clicked in."""
+    origin_message_id: int | None = None
+    """... and the live message it links to."""
+    updated_at: float | None = None
+    """When it last changed (for a done subscription: when it finished)."""
     next_poll_at: float | None = None
     """When its training is polled next (while someone follows it)..."""
     poll_reason: str | None = None
@@ -117,7 +176,11 @@ class Subscription:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One pending message: which subscription, which event, how often tried."""
+    """One pending message: which subscription, which event, how often tried.
+
+    ``event`` is None for a live or thread subscription's opening (``seq`` ``OPENING_SEQ``):
+    the message it keeps up to date is posted then.
+    """
 
     id: int
     subscription_id: int
@@ -129,7 +192,44 @@ class Delivery:
     attempts: int
     next_attempt_at: float
     created_at: float
-    event: Event
+    event: Event | None
     attempted_at: float | None = None
     """When a send of it last began; None if never. Set and not marked sent: it may be on
     Discord already."""
+    key_ref: str = DEFAULT_KEY_REF
+    style: Style = Style.STEPS
+    mention: Mention | None = None
+    live_message_id: int | None = None
+    """As the subscription had it when the batch was read."""
+    origin_channel_id: int | None = None
+    origin_message_id: int | None = None
+    baseline_seq: int = -1
+
+    @property
+    def opening(self) -> bool:
+        """The first delivery of a live or thread subscription: post its message."""
+        return self.event is None
+
+    @property
+    def terminal(self) -> bool:
+        """The final message."""
+        return self.event is not None and self.event.kind.terminal
+
+    @property
+    def seq(self) -> int:
+        """The event's position (``OPENING_SEQ`` for the opening)."""
+        return OPENING_SEQ if self.event is None else self.event.seq
+
+
+@dataclass(frozen=True, slots=True)
+class Story:
+    """What tunewatch recorded of a training up to one event, for the messages that show its
+    whole course (the live message, the final messages)."""
+
+    training_id: str
+    first_seen_at: float | None
+    """When tunewatch first recorded the training."""
+    events: tuple[tuple[Event, float], ...]
+    """Each event with when it was observed, in order."""
+    state: str | None = None
+    """The training's last raw state (the training's now, not as of the last event)."""

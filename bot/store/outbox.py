@@ -12,7 +12,8 @@ from typing import Any
 
 from bot.store.db import Database, Dialect, Tx, rows_param
 from bot.store.event_rows import EVENT_COLUMNS, event_of
-from bot.store.models import Delivery, SubscriptionKind
+from bot.store.models import Delivery, Story, Style, SubscriptionKind
+from bot.store.subscriptions import mention_of
 
 # Deliveries of one subscription handed out per batch: one channel takes 5 messages per 5 s,
 # so more would only wait in memory.
@@ -33,8 +34,18 @@ _DELIVERY_COLUMNS = [
     "d.next_attempt_at",
     "d.created_at",
     "d.attempted_at",
+    "d.key_ref",
+    "s.style",
+    "s.mention_kind",
+    "s.mention_id",
+    "s.mention_on",
+    "s.live_message_id",
+    "s.origin_channel_id",
+    "s.origin_message_id",
+    "s.baseline_seq",
     *(f"e.{column}" for column in EVENT_COLUMNS.split(", ")),
 ]
+_EVENT_AT = len(_DELIVERY_COLUMNS) - len(EVENT_COLUMNS.split(", "))
 # Numbered (c0, c1...) so that the outer select_json can name them: s.kind and e.kind clash.
 _NAMES = ", ".join(f"c{i}" for i in range(len(_DELIVERY_COLUMNS)))
 # The subscriptions whose first pending delivery is due, each with whether another instance
@@ -73,7 +84,7 @@ def _statements(sql: Dialect) -> dict[str, str]:
             "JOIN events e ON e.training_id = s.training_id AND e.key_ref = s.key_ref "
             "AND e.seq >= j.c2 "
             "WHERE s.status = 'active' AND e.seq > s.baseline_seq "
-            "AND (s.kind = 'channel' OR e.kind != 'step') "
+            "AND ((s.kind = 'channel' AND s.style != 'final') OR e.kind != 'step') "
             "ON CONFLICT DO NOTHING"
         ),
         # A lease is taken where there is none, where it is ours, or where it ran out; a lease
@@ -87,7 +98,8 @@ def _statements(sql: Dialect) -> dict[str, str]:
             "expires_at = excluded.expires_at WHERE delivery_leases.owner = excluded.owner "
             "OR delivery_leases.expires_at <= ? RETURNING subscription_id"
         ),
-        # The first pending deliveries of the leased subscriptions, in order.
+        # The first pending deliveries of the leased subscriptions, in order. A live or thread
+        # subscription's opening has no event (LEFT JOIN): it posts the message.
         # Parameters: the subscription ids, per subscription, how many in all.
         "batch": f"""
 WITH batch AS (
@@ -96,7 +108,7 @@ WITH batch AS (
 )
 SELECT {", ".join(f"{x} AS c{i}" for i, x in enumerate(_DELIVERY_COLUMNS))} FROM batch d
 JOIN subscriptions s ON s.id = d.subscription_id
-JOIN events e ON e.training_id = d.training_id AND e.key_ref = d.key_ref AND e.seq = d.seq
+LEFT JOIN events e ON e.training_id = d.training_id AND e.key_ref = d.key_ref AND e.seq = d.seq
 WHERE d.rank <= ? AND s.status = 'active' ORDER BY d.subscription_id, d.seq LIMIT ?
 """,
         "renew": (
@@ -132,7 +144,14 @@ def _delivery(row: Sequence[Any]) -> Delivery:
         next_attempt_at=row[8],
         created_at=row[9],
         attempted_at=row[10],
-        event=event_of(row[11:]),
+        key_ref=row[11],
+        style=Style(row[12]),
+        mention=mention_of(row[13], row[14], row[15]),
+        live_message_id=row[16],
+        origin_channel_id=row[17],
+        origin_message_id=row[18],
+        baseline_seq=row[19],
+        event=None if row[_EVENT_AT] is None else event_of(row[_EVENT_AT:]),
     )
 
 
@@ -162,7 +181,8 @@ class Outbox:
 
         ``news`` holds ``(training_id, key_ref, first new seq)``; every active subscription of
         that training gets the events from there on that it wants (channels: every step past
-        its baseline and the end; DMs: the end only). Returns how many were created.
+        its baseline and the end, the end only for the ``final`` style; DMs: the end only; a
+        live subscription's steps are edits of its message). Returns how many were created.
         """
         if not news:
             return 0
@@ -254,13 +274,33 @@ class Outbox:
                 "attempts = attempts + 1, last_error = NULL WHERE id = ?",
                 [(message_id, now, d.id) for d, message_id in sent],
             )
-            done = [(now, d.subscription_id) for d, _ in sent if d.event.kind.terminal]
+            done = [(now, d.subscription_id) for d, _ in sent if d.terminal]
             if done:
                 await tx.executemany(
                     "UPDATE subscriptions SET status = 'done', updated_at = ? "
                     "WHERE id = ? AND status = 'active'",
                     done,
                 )
+
+    async def story(self, training_id: str, key_ref: str, up_to_seq: int) -> Story:
+        """The training's events up to ``up_to_seq`` with when each was observed, and when
+        tunewatch first recorded it."""
+        rows = await self._db.select_json(
+            f"{EVENT_COLUMNS}, observed_at",
+            f"SELECT {EVENT_COLUMNS}, observed_at FROM events "
+            "WHERE training_id = ? AND key_ref = ? AND seq <= ? ORDER BY seq",
+            (training_id, key_ref, up_to_seq),
+        )
+        found = await self._db.fetch(
+            "SELECT created_at, state FROM trainings WHERE training_id = ? AND key_ref = ?",
+            (training_id, key_ref),
+        )
+        return Story(
+            training_id=training_id,
+            first_seen_at=float(found[0][0]) if found else None,
+            events=tuple((event_of(r[:-1]), float(r[-1])) for r in rows),
+            state=found[0][1] if found else None,
+        )
 
     async def mark_attempted(self, deliveries: Sequence[Delivery], now: float) -> None:
         """Stamp deliveries as being sent (before the sends: see ``Delivery.attempted_at``)."""

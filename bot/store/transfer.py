@@ -68,6 +68,13 @@ TABLES: dict[str, tuple[str, ...]] = {
         "baseline_seq",
         "created_at",
         "updated_at",
+        "style",
+        "mention_kind",
+        "mention_id",
+        "mention_on",
+        "live_message_id",
+        "origin_channel_id",
+        "origin_message_id",
     ),
     "deliveries": (
         "id",
@@ -99,7 +106,7 @@ TYPES: dict[str, tuple[str, ...]] = {
     ),
     "subscriptions": (
         "int", "text", "int", "int", "int", "text", "text", "text", "text", "int", "real",
-        "real",
+        "real", "text", "text", "int", "text", "int", "int", "int",
     ),
     "deliveries": (
         "int", "int", "text", "text", "int", "text", "int", "real", "text", "int", "real",

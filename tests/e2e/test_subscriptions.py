@@ -354,7 +354,9 @@ async def test_notify_on_a_finished_training_says_so(
 ) -> None:
     sim.add_training("Finished01", stage=7)
     final = await notify(fake, "Finished01", USER)
-    assert final["content"] == "Training `Finished01` is ready."
+    assert final["content"] == (
+        "Training `Finished01` is ready already: there is nothing to wait for."
+    )
     assert await bot.store.subscriptions.alerts_of(USER) == []
     done = await subscribe(fake, "Finished01")
     assert "is ready already; there is nothing to follow" in done["content"]

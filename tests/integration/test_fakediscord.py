@@ -15,12 +15,44 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
-from tests.support.fakediscord import APP_ID, BOT_USER_ID, FakeDiscord
+from tests.support.fakediscord import (
+    APP_ID,
+    BOT_USER_ID,
+    MENTION_EVERYONE,
+    FakeDiscord,
+)
 
 GUILD = 111
 CHANNEL = 222
 OTHER_CHANNEL = 223
 USER = 333
+ROLE = 444000000000000001  # mentionable (ids of 17 digits or more, as Discord's)
+QUIET_ROLE = 444000000000000002  # not mentionable
+
+
+class Counter(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"count:(?P<n>\d+)"):
+    """A persistent button carrying its state in its custom id."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(discord.ui.Button(label=str(n), custom_id=f"count:{n}"))
+        self.n = n
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any
+    ) -> Counter:
+        return cls(int(match["n"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        if self.n >= 2:  # "stale": disable it and say so privately
+            self.item.disabled = True
+            await interaction.response.edit_message(view=self.view)
+            await interaction.followup.send("too far", ephemeral=True)
+            return
+        await interaction.response.defer()  # a deferred update: nothing shows yet
+        view = discord.ui.View(timeout=None)
+        view.add_item(Counter(self.n + 1))
+        await interaction.edit_original_response(content=f"at {self.n + 1}", view=view)
 
 
 class FeedbackModal(discord.ui.Modal, title="Feedback"):
@@ -69,6 +101,14 @@ class ProbeBot(commands.Bot):
                 self.late_codes.append(exc.code)
                 self.late_seen.set()
 
+        @tree.command(name="pick", description="A role or a member")
+        async def pick(
+            interaction: discord.Interaction, target: discord.Role | discord.Member
+        ) -> None:
+            kind = "role" if isinstance(target, discord.Role) else "member"
+            mentionable = getattr(target, "mentionable", None)
+            await interaction.response.send_message(f"{kind} {target.id} {mentionable}")
+
         @tree.command(name="feedback", description="Opens a modal")
         async def feedback(interaction: discord.Interaction) -> None:
             await interaction.response.send_modal(FeedbackModal())
@@ -83,6 +123,7 @@ class ProbeBot(commands.Bot):
         tree.add_command(watch)
 
     async def setup_hook(self) -> None:
+        self.add_dynamic_items(Counter)
         await self.tree.sync()
         guild = discord.Object(GUILD)
         self.tree.copy_global_to(guild=guild)
@@ -115,6 +156,8 @@ async def running(point: Any, **fake_options: Any) -> AsyncIterator[tuple[FakeDi
     fake.add_channel(GUILD, CHANNEL, "general")
     fake.add_channel(GUILD, OTHER_CHANNEL, "other")
     fake.add_user(USER, "alice")
+    fake.add_role(GUILD, ROLE, "trainers", mentionable=True)
+    fake.add_role(GUILD, QUIET_ROLE, "quiet")
     point(fake)
     bot = ProbeBot()
     task = asyncio.create_task(bot.start(fake.token))
@@ -161,7 +204,7 @@ async def test_command_sync_is_recorded(env: tuple[FakeDiscord, ProbeBot]) -> No
     fake, _ = env
     assert [key for key, _ in fake.command_syncs] == [None, GUILD]
     names = {c["name"] for c in fake.registered_commands[GUILD]}
-    assert names == {"ping", "report", "echo", "slow", "feedback", "watch"}
+    assert names == {"ping", "report", "echo", "slow", "pick", "feedback", "watch"}
     assert all(c["id"] for c in fake.registered_commands[None])
 
 
@@ -391,3 +434,160 @@ async def test_global_rate_limit_is_retried(discord_at: Any) -> None:
         assert len(fake.messages) == 4
         assert fake.rate_limited_count >= 1
         assert any(r.status == 429 for r in fake.requests)
+
+
+# -- additions for issue 16: flags, mentions, replies, threads, roles, buttons --------------------
+
+
+async def test_silent_flag_and_what_allowed_mentions_lets_ping(
+    env: tuple[FakeDiscord, ProbeBot],
+) -> None:
+    fake, bot = env
+    text = f"<@&{ROLE}> <@&{QUIET_ROLE}> <@{USER}> @everyone"
+    channel = text_channel(bot)
+    await channel.send(text, silent=True, allowed_mentions=discord.AllowedMentions.none())
+    only_role = discord.AllowedMentions(
+        everyone=False, users=False, roles=[discord.Object(ROLE), discord.Object(QUIET_ROLE)]
+    )
+    await channel.send(text, allowed_mentions=only_role)
+    await channel.send(text)  # no allowed_mentions: Discord parses every mention
+    none, role, every = fake.messages_in(CHANNEL)
+    assert none.silent
+    assert not role.silent
+    assert none.allowed_mentions == {"parse": []}
+    assert (none.pinged_users, none.pinged_roles, none.pinged_everyone) == ([], [], False)
+    # The quiet role is not mentionable, and the bot may not mention everyone.
+    assert (role.pinged_users, role.pinged_roles, role.pinged_everyone) == ([], [ROLE], False)
+    assert (every.pinged_users, every.pinged_roles, every.pinged_everyone) == (
+        [USER],
+        [ROLE],
+        False,
+    )
+    # Escaped mentions are text.
+    await channel.send(discord.utils.escape_mentions(text))
+    assert fake.messages_in(CHANNEL)[-1].pinged_roles == []
+
+    async with asyncio.timeout(5):
+        updated = asyncio.ensure_future(bot.wait_for("guild_role_update"))
+        fake.set_bot_permissions(GUILD, MENTION_EVERYONE)
+        await updated
+    assert channel.permissions_for(channel.guild.me).mention_everyone
+    await channel.send(text)
+    last = fake.messages_in(CHANNEL)[-1]
+    assert (last.pinged_roles, last.pinged_everyone) == ([ROLE, QUIET_ROLE], True)
+    # parse and a list of the same kind conflict, as on Discord.
+    with pytest.raises(discord.HTTPException) as err:
+        await bot.http.send_message(
+            CHANNEL,
+            params=_params(
+                {"content": "x", "allowed_mentions": {"parse": ["users"], "users": [str(USER)]}}
+            ),
+        )
+    assert err.value.code == 50035
+
+
+def _params(payload: dict[str, Any]) -> Any:
+    return discord.http.MultipartParameters(payload=payload, multipart=None, files=None)
+
+
+async def test_replies_record_their_reference(env: tuple[FakeDiscord, ProbeBot]) -> None:
+    fake, bot = env
+    channel = text_channel(bot)
+    first = await channel.send("live")
+    reply = await channel.send(
+        "done", reference=first.to_reference(fail_if_not_exists=False), mention_author=False
+    )
+    assert reply.reference is not None
+    assert reply.reference.message_id == first.id
+    recorded = fake.messages_in(CHANNEL)[-1]
+    assert recorded.message_reference is not None
+    assert recorded.message_reference["message_id"] == str(first.id)
+    assert recorded.allowed_mentions is not None
+    assert recorded.allowed_mentions["replied_user"] is False
+    fake.delete_message(first.id)
+    # To a deleted message: sent without the reference when told not to fail, else refused.
+    await channel.send("orphan", reference=first.to_reference(fail_if_not_exists=False))
+    assert fake.messages_in(CHANNEL)[-1].message_reference is None
+    with pytest.raises(discord.HTTPException) as err:
+        await channel.send("refused", reference=first.to_reference(fail_if_not_exists=True))
+    assert err.value.code == 50035
+
+
+async def test_threads_from_messages(env: tuple[FakeDiscord, ProbeBot]) -> None:
+    fake, bot = env
+    channel = text_channel(bot)
+    summary = await channel.send("summary")
+    thread = await summary.create_thread(name="Training X", auto_archive_duration=10080)
+    assert thread.id == summary.id  # a thread started from a message shares its id
+    assert thread.parent_id == CHANNEL
+    assert fake.threads_of(CHANNEL) == [summary.id]
+    await thread.send("step 1", silent=True)
+    assert [m.content for m in fake.messages_in(summary.id)] == ["step 1"]
+    with pytest.raises(discord.HTTPException) as err:
+        await summary.create_thread(name="again")
+    assert err.value.code == 160004
+
+    # A message unarchives an archived thread; a locked one refuses.
+    fake.archive_thread(thread.id)
+    await bot.get_partial_messageable(thread.id).send("wakes it")
+    assert fake.channels[thread.id]["archived"] is False
+    fake.archive_thread(thread.id, locked=True)
+    with pytest.raises(discord.HTTPException) as err:
+        await bot.get_partial_messageable(thread.id).send("refused")
+    assert err.value.code == 50083
+
+    fake.add_channel(GUILD, 224, "no-threads", create_threads=False)
+    fake.add_channel(GUILD, 225, "no-thread-posts", send_in_threads=False)
+    no_threads = await bot.fetch_channel(224)
+    assert isinstance(no_threads, discord.TextChannel)
+    other = await no_threads.send("x")
+    with pytest.raises(discord.Forbidden):
+        await other.create_thread(name="nope")
+    no_posts = await bot.fetch_channel(225)
+    assert isinstance(no_posts, discord.TextChannel)
+    parent = await no_posts.send("y")
+    quiet = await parent.create_thread(name="mute")
+    with pytest.raises(discord.Forbidden):
+        await quiet.send("nope")
+
+
+async def test_roles_and_mentionable_options(env: tuple[FakeDiscord, ProbeBot]) -> None:
+    fake, bot = env
+    guild = bot.get_guild(GUILD)
+    assert guild is not None
+    role = guild.get_role(ROLE)
+    assert role is not None
+    assert role.mentionable
+    assert {r.id for r in await guild.fetch_roles()} >= {GUILD, ROLE, QUIET_ROLE}
+    for target, expected in (
+        (QUIET_ROLE, f"role {QUIET_ROLE} False"),
+        (USER, f"member {USER} None"),
+    ):
+        interaction = await fake.invoke(
+            "pick", {"target": target}, guild_id=GUILD, channel_id=CHANNEL, user_id=USER
+        )
+        assert (await interaction.wait_final())["content"] == expected
+
+
+async def test_buttons_update_defer_and_answer_privately(env: tuple[FakeDiscord, ProbeBot]) -> None:
+    fake, bot = env
+    view = discord.ui.View(timeout=None)
+    view.add_item(Counter(1))
+    await text_channel(bot).send("at 1", view=view)
+    message = fake.messages_in(CHANNEL)[-1]
+    assert message.custom_ids() == ["count:1"]
+
+    # Deferred update, then an edit of the original: the clicked message changes.
+    click = await fake.click(message, "count:1", user_id=USER)
+    await fake.wait_for(lambda f: message.content == "at 2", what="the message edited")
+    assert click.responses[0]["type"] == 6
+    assert message.custom_ids() == ["count:2"]
+
+    # Update (type 7) disabling the button, and a private followup.
+    click = await fake.click(message, "count:2", user_id=USER)
+    assert await click.wait_private() == "too far"
+    assert click.responses[0]["type"] == 7
+    assert message.button("count:2")["disabled"] is True
+    assert [v["content"] for v in message.visible_states()] == ["at 1", "at 2", "at 2"]
+    with pytest.raises(AssertionError):
+        await fake.click(message, "count:2", user_id=USER)

@@ -215,7 +215,7 @@ def test_subscription_line_shows_pause_reason() -> None:
         state="training_started",
     )
     line = render.subscription_line(sub)
-    assert line == "`T1` → <#99> · `training_started` · **paused**: The channel was deleted."
+    assert line == "`T1` → <#99> · Training · **paused**: The channel was deleted."
     assert "user:5" not in line
 
 
