@@ -52,33 +52,78 @@ def env_for(
     }
 
 
+async def seed_followed(url: str, sim: Simulator, ids: list[str]) -> None:
+    """Each training followed by a channel of its own, as /training-subscribe leaves it: the
+    training's row (due now), then the subscription."""
+    store = await Store.open(url)
+    try:
+        for i, tid in enumerate(ids):
+            sim.add_training(tid, stage=1)
+            now = time.time()
+            await store.trainings.record(
+                [TrainingUpdate(tid, DEFAULT_KEY_REF, next_poll_at=now, answered=True)], now
+            )
+            await store.subscriptions.subscribe(
+                kind=SubscriptionKind.CHANNEL,
+                guild_id=GUILD,
+                channel_id=CHANNEL_BASE + i,
+                user_id=1,
+                training_id=tid,
+                key_ref=DEFAULT_KEY_REF,
+                limit=100,
+                now=now,
+            )
+    finally:
+        await store.close()
+
+
+def advance_some(sim: Simulator, ids: list[str], round_: int) -> None:
+    """A quarter of the trainings complete a stage (none reaches its end before the last)."""
+    for i, tid in enumerate(ids):
+        training = sim.trainings[tid]
+        if i % 4 == round_ % 4 and training.stage < TERMINAL_STAGE - 1:
+            training.advance()
+
+
+async def takeover_after(sim: Simulator, ids: list[str], killed_at: float) -> float | None:
+    """Seconds from the kill until every unfinished training was polled again."""
+    running = {t for t in ids if sim.trainings[t].stage < TERMINAL_STAGE}
+
+    def all_polled() -> bool:
+        return running <= {r.training_id for r in sim.requests if r.at > killed_at}
+
+    await wait_until(all_polled, 60, "every training polled after the kill")
+    firsts: dict[str, float] = {}
+    for request in sim.requests:
+        if request.at > killed_at and request.training_id in running:
+            firsts.setdefault(request.training_id, request.at)
+    return max(firsts.values()) - killed_at if firsts else None
+
+
+def tally(fake: FakeDiscord, count: int, expected: int) -> tuple[int, int, bool]:
+    """Messages lost and sent twice over every channel, and whether each channel's are in
+    order and end with the final message."""
+    lost = duplicated = 0
+    ordered = True
+    for i in range(count):
+        got = titles(step_messages(fake, CHANNEL_BASE + i))
+        lost += max(0, expected - len(set(got)))
+        duplicated += len(got) - len(set(got))
+        steps = [int(m[1]) if (m := STEP.search(t)) else 99 for t in got]
+        ordered = ordered and steps == sorted(steps) and bool(got) and "ready" in got[-1]
+    return lost, duplicated, ordered
+
+
 async def run(quick: bool) -> list[Figure]:
     kills = 4 if quick else 20
     count = 12
     ids = [f"Takeover{i:02d}" for i in range(count)]
+    expected = sum(1 for _, line in STAGES if line)  # a message per log line
     takeovers: list[float] = []
     async with temp_dir() as tmp, Simulator() as sim:
         with pg_server() as server:
             url = await asyncio.to_thread(server.new_database)
-            store = await Store.open(url)
-            for i, tid in enumerate(ids):
-                sim.add_training(tid, stage=1)
-                # As /training-subscribe does: the training's row (due now), then the channel.
-                now = time.time()
-                await store.trainings.record(
-                    [TrainingUpdate(tid, DEFAULT_KEY_REF, next_poll_at=now, answered=True)], now
-                )
-                await store.subscriptions.subscribe(
-                    kind=SubscriptionKind.CHANNEL,
-                    guild_id=GUILD,
-                    channel_id=CHANNEL_BASE + i,
-                    user_id=1,
-                    training_id=tid,
-                    key_ref=DEFAULT_KEY_REF,
-                    limit=100,
-                    now=time.time(),
-                )
-            await store.close()
+            await seed_followed(url, sim, ids)
             fake = FakeDiscord(rate_limits=True)
             fake.shards = 2
             fake.add_guild(GUILD)
@@ -93,27 +138,14 @@ async def run(quick: bool) -> list[Figure]:
                 await wait_until(lambda: all(sim.request_count(t) for t in ids), 60, "polls")
                 rng = random.Random(17)
                 for round_ in range(kills):
-                    for i, tid in enumerate(ids):
-                        training = sim.trainings[tid]
-                        if i % 4 == round_ % 4 and training.stage < TERMINAL_STAGE - 1:
-                            training.advance()
+                    advance_some(sim, ids, round_)
                     await asyncio.sleep(rng.uniform(0, INTERVAL))
                     victim = round_ % 2
                     killed_at = time.monotonic()
                     await bots[victim].kill()
-                    running = [t for t in ids if sim.trainings[t].stage < TERMINAL_STAGE]
-
-                    def all_polled(running: list[str] = running, since: float = killed_at) -> bool:
-                        seen = {r.training_id for r in sim.requests if r.at > since}
-                        return set(running) <= seen
-
-                    await wait_until(all_polled, 60, "every training polled after the kill")
-                    firsts = {}
-                    for request in sim.requests:
-                        if request.at > killed_at and request.training_id in running:
-                            firsts.setdefault(request.training_id, request.at)
-                    if firsts:
-                        takeovers.append(max(firsts.values()) - killed_at)
+                    took = await takeover_after(sim, ids, killed_at)
+                    if took is not None:
+                        takeovers.append(took)
                     identified = len(fake.identified_shards)
                     bots[victim] = BotProcess(env_for(fake, sim, url, tmp / f"i{victim}", victim))
                     await bots[victim].start()
@@ -123,27 +155,20 @@ async def run(quick: bool) -> list[Figure]:
                 for tid in ids:
                     training = sim.trainings[tid]
                     training.advance(TERMINAL_STAGE - training.stage)
-                expected = sum(1 for _, line in STAGES if line)  # a message per log line
-
-                def delivered() -> bool:
-                    return all(
-                        len(step_messages(fake, CHANNEL_BASE + i)) >= expected for i in range(count)
-                    )
-
                 with contextlib.suppress(TimeoutError):  # counted as lost below
-                    await wait_until(delivered, 90, "every message")
+                    await wait_until(
+                        lambda: all(
+                            len(step_messages(fake, CHANNEL_BASE + i)) >= expected
+                            for i in range(count)
+                        ),
+                        90,
+                        "every message",
+                    )
             finally:
                 for bot in bots:
                     await bot.kill()
                 await fake.stop()
-    lost = duplicated = 0
-    ordered = True
-    for i in range(count):
-        got = titles(step_messages(fake, CHANNEL_BASE + i))
-        lost += max(0, expected - len(set(got)))
-        duplicated += len(got) - len(set(got))
-        steps = [int(m[1]) if (m := STEP.search(t)) else 99 for t in got]
-        ordered = ordered and steps == sorted(steps) and bool(got) and "ready" in got[-1]
+    lost, duplicated, ordered = tally(fake, count, expected)
     worst = max(takeovers)
     return [
         Figure(

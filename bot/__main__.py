@@ -12,24 +12,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
 import sys
-import urllib.error
-import urllib.request
-from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-import aiohttp
-
+from bot.cli import WATCH_EVERY_SECONDS, fail, run_health, run_simulator, run_status
 from bot.config import ConfigError, Settings, load_settings, start_warnings
 from bot.preflight import (
     EXIT_FAILED,
     EXIT_OK,
-    EXIT_UNREACHABLE,
     EXIT_USAGE,
     StartupError,
     explain,
@@ -48,7 +42,6 @@ PROG = "tunewatch"
 SHUTDOWN_SECONDS = 3.5
 # After close(), start() returns at once; a login hanging on a slow Discord is abandoned.
 START_TASK_GRACE_SECONDS = 0.5
-HEALTH_TIMEOUT_SECONDS = 5.0
 
 
 def package_version() -> str:
@@ -69,11 +62,6 @@ def configure_logging(level: str) -> None:
     # discord.py's DEBUG output holds raw gateway events and request bodies, and so whatever a
     # member typed into a modal (their API key): it never goes below INFO, whatever LOG_LEVEL.
     logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLevelName(level)))
-
-
-def fail(message: str) -> None:
-    """Tell the operator, on one line, why a command could not do its work."""
-    print(f"{PROG}: {message}", file=sys.stderr)
 
 
 def _exit_now(code: int) -> None:
@@ -172,140 +160,6 @@ def run_bot(settings: Settings) -> int:
         return exc.exit_code
 
 
-# --watch: how often to ask by default (the API's spam filter refuses the same request repeated
-# within seconds), and how many asks in a row may fail before the watch gives up.
-WATCH_EVERY_SECONDS = 30.0
-WATCH_FAILURES_TOLERATED = 5
-
-
-def run_status(
-    settings: Settings,
-    training_id: str,
-    *,
-    api: str | None = None,
-    watch: bool = False,
-    every: float = WATCH_EVERY_SECONDS,
-    as_json: bool = False,
-) -> int:
-    """Print one training's status (``watch``: a progress line until it ends; ``as_json``: the
-    parsed status as JSON). Exit code: 0 running or ready (with ``watch``: ready), 1 failed or
-    unknown, 2 usage or settings, 3 the API unreachable."""
-    from bot.render import api_error_plain, status_json, status_text, watch_line
-    from bot.sdapi.client import SdApiClient
-    from bot.sdapi.errors import (
-        InvalidApiKey,
-        InvalidTrainingId,
-        RateLimited,
-        SdApiError,
-        TrainingNotFound,
-    )
-    from bot.sdapi.status import Api, TrainingStatus
-
-    if settings.SD_API_KEY is None:
-        fail("SD_API_KEY is not set: put your API key in the environment or .env.")
-        return EXIT_USAGE
-    if not every > 0:
-        fail("--every must be a positive number of seconds")
-        return EXIT_USAGE
-    key = settings.SD_API_KEY.get_secret_value()
-    shown_id = training_id.strip()
-    live = watch and not as_json and sys.stdout.isatty()
-
-    def show(status: TrainingStatus, last: str | None) -> str:
-        now = datetime.now(UTC)
-        if as_json:
-            text = changed = json.dumps(status_json(shown_id, status), ensure_ascii=False)
-        elif watch:
-            text = watch_line(shown_id, status, now)
-            changed = text.rsplit(" · checked ", 1)[0]
-        else:
-            text, changed = status_text(shown_id, status, now), ""
-        if live:  # redraw one line in place
-            print(f"\r\x1b[2K{text}", end="", flush=True)
-        elif changed != last:
-            print(text, flush=True)
-        return changed
-
-    def exit_code(exc: SdApiError) -> int:
-        if isinstance(exc, InvalidTrainingId | InvalidApiKey):
-            return EXIT_USAGE
-        if isinstance(exc, TrainingNotFound):
-            return EXIT_FAILED
-        return EXIT_UNREACHABLE  # unavailable, rate limited, or no readable answer
-
-    async def main() -> int:
-        async with aiohttp.ClientSession() as session:
-            client = SdApiClient(
-                session,
-                settings.SD_API_BASE_URL,
-                v6_base_url=settings.SD_API_V6_BASE_URL,
-                timeout=settings.API_TIMEOUT_SECONDS,
-                max_attempts=settings.API_MAX_ATTEMPTS,
-            )
-            chosen = None if api is None else Api(api)
-            last: str | None = None
-            failures = 0
-            while True:
-                try:
-                    status = await client.fine_tune_status(training_id, key, api=chosen, budget=60)
-                except SdApiError as exc:
-                    code = exit_code(exc)
-                    failures += 1
-                    if not watch or code != EXIT_UNREACHABLE or failures > WATCH_FAILURES_TOLERATED:
-                        if live:
-                            print(flush=True)
-                        fail(api_error_plain(exc))
-                        return code
-                    wait = every
-                    if isinstance(exc, RateLimited):
-                        wait = max(every, (exc.retry_at - datetime.now(UTC)).total_seconds())
-                    log.warning("%s; asking again in %.0f s", api_error_plain(exc), wait)
-                    await asyncio.sleep(wait)
-                    continue
-                failures = 0
-                last = show(status, last)
-                if not watch or status.terminal:
-                    break
-                await asyncio.sleep(every)
-        if live:
-            print(flush=True)
-        if watch and not as_json:
-            print(status_text(shown_id, status, datetime.now(UTC)))
-        if status.failed:
-            return EXIT_FAILED
-        return EXIT_OK
-
-    return asyncio.run(main())
-
-
-def run_health(settings: Settings) -> int:
-    """Ask the running bot's /healthz (the container's HEALTHCHECK); print its answer."""
-    if settings.HTTP_PORT is None:
-        fail("HTTP_PORT is not set: the health check asks the bot's HTTP server; set HTTP_PORT.")
-        return EXIT_USAGE
-    # A server listening on every address answers on loopback.
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.HTTP_HOST, settings.HTTP_HOST)  # noqa: S104
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{settings.HTTP_PORT}/healthz"
-    try:
-        with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT_SECONDS) as response:
-            body = response.read()
-    except urllib.error.HTTPError as exc:
-        body = exc.read()
-        try:
-            problems = ", ".join(json.loads(body)["problems"])
-        except (ValueError, KeyError, TypeError):
-            problems = f"HTTP {exc.code}"
-        fail(f"unhealthy: {problems}")
-        return EXIT_FAILED
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        fail(f"nothing answers on {url} ({reason}): is the bot running with this HTTP_PORT?")
-        return EXIT_UNREACHABLE
-    print(body.decode(errors="replace"))
-    return EXIT_OK
-
-
 def run_migrate(settings: Settings, to: str, source: str | None) -> int:
     """Copy the SQLite database to an empty PostgreSQL database, in one transaction."""
     from pathlib import Path
@@ -365,57 +219,6 @@ def run_migrate(settings: Settings, to: str, source: str | None) -> int:
     except StartupError as exc:
         fail(f"migrate-db: {exc}")
         return exc.exit_code
-
-
-def run_simulator(host: str, port: int, advance_every: float | None, fast: bool) -> int:
-    """Serve the API simulator with its demo trainings until interrupted; print what to try."""
-    from bot.sdapi.demo import DEFAULT_ADVANCE_EVERY, FAST_ADVANCE_EVERY, run_demo
-
-    if advance_every is None:
-        advance_every = FAST_ADVANCE_EVERY if fast else DEFAULT_ADVANCE_EVERY
-    if not advance_every > 0:
-        print("--advance-every must be a positive number of seconds", file=sys.stderr)
-        return 2
-    pace = advance_every
-
-    def announce(v3_url: str, v6_url: str) -> None:
-        print(demo_guide(v3_url, v6_url, pace), flush=True)
-
-    with contextlib.suppress(KeyboardInterrupt):
-        run_demo(host, port, advance_every, announce=announce)
-    return 0
-
-
-def demo_guide(v3_url: str, v6_url: str, advance_every: float) -> str:
-    """What a newcomer needs to try the simulator: the ids, the settings, commands."""
-    from bot.sdapi.demo import DEMO_TRAININGS, DEMO_V6_ID
-    from bot.sdapi.simulator import DEFAULT_KEY
-
-    pace = f"{advance_every / 60:g} min" if advance_every >= 60 else f"{advance_every:g} s"
-    width = max(len(demo.training_id) for demo in DEMO_TRAININGS)
-    running = "DemoDream01"
-    key_body = f"-H 'Content-Type: application/json' -d '{{\"key\": \"{DEFAULT_KEY}\"}}'"
-    lines = [
-        f"Simulated Stable Diffusion API, key {DEFAULT_KEY}",
-        f"  v3: {v3_url}",
-        f"  v6: {v6_url}",
-        "",
-        f"Demo trainings (each starts when first asked about, then moves a stage every {pace}):",
-        *(f"  {d.training_id:<{width}}  {d.shows}" for d in DEMO_TRAININGS),
-        "",
-        "Settings for the bot (.env or the environment):",
-        f"  SD_API_BASE_URL={v3_url}",
-        f"  SD_API_V6_BASE_URL={v6_url}",
-        f"  SD_API_KEY={DEFAULT_KEY}",
-        "",
-        "Try:",
-        f"  python -m bot status {running}",
-        f"  python -m bot status {DEMO_V6_ID}",
-        f"  in Discord: /training-subscribe {running}, /training-status {DEMO_V6_ID}",
-        f"  curl -s -X POST {v3_url}/fine_tune_status/{running} {key_body}",
-        f"  a fresh training: curl -s -X POST {v3_url}/fine_tune {key_body}",
-    ]
-    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,12 +32,16 @@ import discord
 from aiolimiter import AsyncLimiter
 
 from bot import render
+from bot.discord_errors import (
+    THREAD_ALREADY_CREATED,
+    UNKNOWN_MESSAGE,
+    classify,
+)
 from bot.events import EventKind
-from bot.reasons import PauseReason
 from bot.render import components
 from bot.render.live import Origin, allowed_mentions, ping_content
 from bot.store import Delivery, Store, Story, Style, SubscriptionKind
-from bot.tracking.delivery import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from bot.tracking.delivery import TransientDeliveryError
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +58,6 @@ NAMES_WAIT_SECONDS = 5.0
 THREAD_ARCHIVE_MINUTES: Literal[10080] = (
     10080  # a week: Discord's longest; a message wakes an archived thread
 )
-
-# Discord's JSON error codes that tunewatch tells apart.
-UNKNOWN_CHANNEL = 10003
-UNKNOWN_MESSAGE = 10008
-UNKNOWN_USER = 10013
-MISSING_ACCESS = 50001
-CANNOT_DM = 50007
-MISSING_PERMISSIONS = 50013
-THREAD_ARCHIVED = 50083
-THREAD_ALREADY_CREATED = 160004
 
 
 def repost_nonce(nonce: str) -> str:
@@ -414,38 +408,3 @@ def _same_embed(found: Any, expected: Any, *, whole: bool) -> bool:
     message: there is one per training and channel), and for a step its description too."""
     names = ("title", "description") if whole else ("title",)
     return all(found.get(name) == expected.get(name) for name in names)
-
-
-def classify(delivery: Delivery, exc: discord.HTTPException) -> DeliveryError:
-    """The deliverer's outcome for an error Discord answered."""
-    if isinstance(exc, discord.RateLimited):  # pragma: no cover - discord.py waits them out
-        return TransientDeliveryError("rate limited", retry_after=exc.retry_after)
-    if exc.status == 429 or exc.status >= 500:
-        return TransientDeliveryError(f"Discord answered {exc.status}")
-    reason = _pause_reason(delivery, exc)
-    if reason is not None:
-        return PermanentDeliveryError(reason)
-    return DeliveryError(f"Discord refused the message: {exc.status} {exc.text}")
-
-
-def _pause_reason(delivery: Delivery, exc: discord.HTTPException) -> str | None:
-    """The stored pause reason when the target cannot receive, else None."""
-    in_thread = delivery.style is Style.THREAD and delivery.event is not None
-    in_thread = in_thread and not delivery.terminal
-    if exc.code == CANNOT_DM:
-        return PauseReason.DMS_CLOSED.value
-    if exc.code == MISSING_ACCESS:
-        return PauseReason.NO_ACCESS.with_detail(delivery.channel_id)
-    if exc.code == MISSING_PERMISSIONS:
-        if in_thread or (delivery.opening and delivery.style is Style.THREAD):
-            return PauseReason.NO_THREAD_PERMISSIONS.with_detail(delivery.channel_id)
-        return PauseReason.MISSING_PERMISSIONS.with_detail(delivery.channel_id)
-    if exc.code == THREAD_ARCHIVED:
-        return PauseReason.THREAD_ARCHIVED.value
-    if exc.code == UNKNOWN_CHANNEL:
-        return PauseReason.THREAD_DELETED.value if in_thread else PauseReason.CHANNEL_DELETED.value
-    if exc.code == UNKNOWN_USER:
-        return PauseReason.USER_UNKNOWN.value
-    if exc.status in (403, 404):
-        return PauseReason.DISCORD_REFUSED.with_detail(f"{exc.status}, code {exc.code}")
-    return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bot.reasons import PauseReason, parse_reason
@@ -37,60 +39,105 @@ def api_error_plain(exc: SdApiError, now: datetime | None = None) -> str:
     return _error_sentence(exc, markup=False, now=now)
 
 
+_API = "The Stable Diffusion API"
+
+
+@dataclass(frozen=True, slots=True)
+class _Words:
+    """How API text and identifiers are written: inert and in code spans for Discord, as they
+    are for a terminal."""
+
+    markup: bool
+    now: datetime | None
+
+    def quote(self, text: str) -> str:
+        return inert(text) if self.markup else text
+
+    def code(self, text: str) -> str:
+        return _code(text) if self.markup else text
+
+
 def _error_sentence(exc: SdApiError, *, markup: bool, now: datetime | None) -> str:
-    api = "The Stable Diffusion API"
-
-    def quote(text: str) -> str:
-        return inert(text) if markup else text
-
-    def code(text: str) -> str:
-        return _code(text) if markup else text
-
-    if isinstance(exc, InvalidTrainingId):
-        if exc.api == Api.V6:
-            return (
-                "That is not a valid training id for the v6 trainer: its ids are UUIDs, like "
-                f"{code(V6_ID_EXAMPLE)}."
-            )
-        return (
-            "That is not a valid training id: use the id the API returned when the training "
-            f"was created (letters, digits, {code('-')} and {code('_')}, 1 to 64 characters)."
-        )
-    if isinstance(exc, InvalidApiKey):
-        return f"{api} rejected the API key: {quote(exc.api_message or 'Invalid API key')}."
-    if isinstance(exc, TrainingNotFound):
-        if exc.training_id:
-            return (
-                f"{api} does not know training {code(exc.training_id)}; check the id and that "
-                "the training was created with this API key."
-            )
-        return f"{api} does not know this training id."
-    if isinstance(exc, NoCredits):
-        return "The API key has no credits left: add credits to its Stable Diffusion API account."
-    if isinstance(exc, RateLimited):
-        if markup:
-            when = f"<t:{int(exc.retry_at.timestamp())}:R>"
-        else:
-            left = (exc.retry_at - (now or datetime.now(UTC))).total_seconds()
-            when = f"in {duration_text(max(0.0, left))}"
-        return f"{api} is rate limiting requests; try again {when}."
-    if isinstance(exc, ResponseTooLarge):
-        return f"{sentence(exc.reason)[:-1]}, which tunewatch does not read; try again later."
-    if isinstance(exc, ApiUnavailable):
-        if exc.http_status is not None and exc.http_status >= 500:
-            return sentence(exc.reason)
-        if exc.api_message:
-            return f"{api} failed to answer ({quote(exc.api_message)}); try again in a moment."
-        if exc.api_message is not None:
-            return f"{api} answered with an error and no message; try again in a moment."
-        return f"{api} could not be reached; try again in a few minutes."
-    if isinstance(exc, UnexpectedResponse):
-        if exc.api_message:
-            return f"{api} refused the request: {quote(exc.api_message)}."
-        if exc.reason != UnexpectedResponse.default_reason:
-            return sentence(exc.reason)
-        return f"{api} sent a response tunewatch could not read."
+    words = _Words(markup, now)
+    for kind in type(exc).__mro__:  # the most specific sentence first
+        say = _SENTENCES.get(kind)
+        if say is not None:
+            return say(exc, words)
     return sentence(exc.reason)
+
+
+def _invalid_id(exc: SdApiError, w: _Words) -> str:
+    if isinstance(exc, InvalidTrainingId) and exc.api == Api.V6:
+        return (
+            "That is not a valid training id for the v6 trainer: its ids are UUIDs, like "
+            f"{w.code(V6_ID_EXAMPLE)}."
+        )
+    return (
+        "That is not a valid training id: use the id the API returned when the training "
+        f"was created (letters, digits, {w.code('-')} and {w.code('_')}, 1 to 64 characters)."
+    )
+
+
+def _invalid_key(exc: SdApiError, w: _Words) -> str:
+    return f"{_API} rejected the API key: {w.quote(exc.api_message or 'Invalid API key')}."
+
+
+def _not_found(exc: SdApiError, w: _Words) -> str:
+    training_id = getattr(exc, "training_id", None)
+    if training_id:
+        return (
+            f"{_API} does not know training {w.code(training_id)}; check the id and that "
+            "the training was created with this API key."
+        )
+    return f"{_API} does not know this training id."
+
+
+def _no_credits(exc: SdApiError, w: _Words) -> str:
+    return "The API key has no credits left: add credits to its Stable Diffusion API account."
+
+
+def _rate_limited(exc: SdApiError, w: _Words) -> str:
+    assert isinstance(exc, RateLimited)  # noqa: S101 - registered for RateLimited only
+    if w.markup:
+        when = f"<t:{int(exc.retry_at.timestamp())}:R>"
+    else:
+        left = (exc.retry_at - (w.now or datetime.now(UTC))).total_seconds()
+        when = f"in {duration_text(max(0.0, left))}"
+    return f"{_API} is rate limiting requests; try again {when}."
+
+
+def _too_large(exc: SdApiError, w: _Words) -> str:
+    return f"{sentence(exc.reason)[:-1]}, which tunewatch does not read; try again later."
+
+
+def _unavailable(exc: SdApiError, w: _Words) -> str:
+    if exc.http_status is not None and exc.http_status >= 500:
+        return sentence(exc.reason)
+    if exc.api_message:
+        return f"{_API} failed to answer ({w.quote(exc.api_message)}); try again in a moment."
+    if exc.api_message is not None:
+        return f"{_API} answered with an error and no message; try again in a moment."
+    return f"{_API} could not be reached; try again in a few minutes."
+
+
+def _unexpected(exc: SdApiError, w: _Words) -> str:
+    if exc.api_message:
+        return f"{_API} refused the request: {w.quote(exc.api_message)}."
+    if exc.reason != UnexpectedResponse.default_reason:
+        return sentence(exc.reason)
+    return f"{_API} sent a response tunewatch could not read."
+
+
+_SENTENCES: dict[type[SdApiError], Callable[[SdApiError, _Words], str]] = {
+    InvalidTrainingId: _invalid_id,
+    InvalidApiKey: _invalid_key,
+    TrainingNotFound: _not_found,
+    NoCredits: _no_credits,
+    RateLimited: _rate_limited,
+    ResponseTooLarge: _too_large,
+    ApiUnavailable: _unavailable,
+    UnexpectedResponse: _unexpected,
+}
 
 
 _PAUSE_TEXT: dict[PauseReason, str] = {

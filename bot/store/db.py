@@ -598,27 +598,33 @@ def _explain_pg(exc: BaseException, where: str) -> DatabaseError:
 
     if isinstance(exc, DatabaseError):
         return exc
-    if isinstance(exc, ValueError | asyncpg.ClientConfigurationError):
-        return MalformedDatabaseUrl(where, f"the URL is malformed ({exc})")
-    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+    # The first kind of failure that matches, and its words (checked in this order: an auth
+    # error is a PostgresError too, and a gaierror or a timeout an OSError).
+    refused, unreachable = DatabaseRefused, DatabaseUnreachable
+    kinds: list[tuple[Any, type[DatabaseError], str]] = [
+        (ValueError | asyncpg.ClientConfigurationError, MalformedDatabaseUrl, "malformed URL"),
         # Wrong password, or a user the server does not know: the server says which.
-        return DatabaseRefused(where, f"the server refused the login ({exc})")
-    if isinstance(exc, asyncpg.InvalidCatalogNameError):
-        return DatabaseRefused(where, f"the database does not exist ({exc})")
-    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
-        return DatabaseRefused(where, f"this user may not create tunewatch's tables ({exc})")
-    if isinstance(exc, socket.gaierror):
-        return DatabaseUnreachable(where, f"its host does not resolve ({exc.strerror})")
-    if isinstance(exc, TimeoutError):
-        return DatabaseUnreachable(where, "the server did not answer in time")
-    if isinstance(exc, asyncpg.CannotConnectNowError):
-        return DatabaseUnreachable(where, f"the server is starting or stopping ({exc})")
-    if isinstance(exc, OSError):
-        reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
-        return DatabaseUnreachable(where, f"no server answers there ({reason})")
-    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
-        return DatabaseError(where, f"PostgreSQL: {exc}")
+        (asyncpg.InvalidAuthorizationSpecificationError, refused, "the server refused the login"),
+        (asyncpg.InvalidCatalogNameError, refused, "the database does not exist"),
+        (asyncpg.InsufficientPrivilegeError, refused, "this user may not create tables there"),
+        (socket.gaierror, unreachable, "its host does not resolve"),
+        (TimeoutError, unreachable, "the server did not answer in time"),
+        (asyncpg.CannotConnectNowError, unreachable, "the server is starting or stopping"),
+        (OSError, unreachable, "no server answers there"),
+        (asyncpg.PostgresError | asyncpg.InterfaceError, DatabaseError, "PostgreSQL"),
+    ]  # fmt: skip
+    for types, kind, words in kinds:
+        if isinstance(exc, types):
+            return kind(where, f"{words} ({_detail(exc)})")
     return DatabaseError(where, f"{type(exc).__name__}: {exc}")
+
+
+def _detail(exc: BaseException) -> str:
+    if isinstance(exc, socket.gaierror):
+        return str(exc.strerror)
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__
 
 
 class _FileLock:

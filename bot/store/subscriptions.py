@@ -162,9 +162,7 @@ class Subscriptions:
             same = bool(found) and tuple(found[0][3:]) == following.columns()
             already = active and found[0][2] == key_ref and same
             if not already:
-                await _check_limit(
-                    tx, target, self._db.sql.is_, active_already=active, limit=limit
-                )
+                await _check_limit(tx, target, self._db.sql.is_, active_already=active, limit=limit)
                 sub_id = await _activate(tx, target, sub_id, key_ref, following, now)
         sub = None if sub_id is None else await self.get(sub_id)
         if sub is None:  # pragma: no cover - found, or written just above

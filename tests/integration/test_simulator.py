@@ -664,7 +664,7 @@ async def test_a_clock_that_starts_at_the_first_request(session: aiohttp.ClientS
 
 
 def test_demo_has_one_training_of_each_kind() -> None:
-    from bot.__main__ import demo_guide as guide
+    from bot.cli import demo_guide as guide
     from bot.sdapi.demo import DEMO_TRAININGS, DEMO_V6_ID, demo_simulator
 
     sim = demo_simulator(120.0)

@@ -16,6 +16,7 @@ VIEW_CHANNEL = 1 << 10
 SEND_MESSAGES = 1 << 11
 EMBED_LINKS = 1 << 14
 READ_MESSAGE_HISTORY = 1 << 16
+CREATE_PUBLIC_THREADS = 1 << 35
 SEND_MESSAGES_IN_THREADS = 1 << 38
 
 
@@ -23,6 +24,7 @@ def test_the_invite_url_asks_for_what_the_bot_uses() -> None:
     (permissions,) = re.findall(r"oauth2/authorize\?[^`]*permissions=(\d+)", README)
     wanted = VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS | SEND_MESSAGES_IN_THREADS
     wanted |= READ_MESSAGE_HISTORY  # finding a message sent before a crash
+    wanted |= CREATE_PUBLIC_THREADS  # the thread style
     assert int(permissions) & wanted == wanted
 
 
