@@ -18,7 +18,8 @@ from bot.store import (
     SubscriptionKind,
     transfer,
 )
-from bot.store.db import masked_url, migrations_of, numbered
+from bot.store.db import masked_url, migrations_of
+from bot.store.postgres import numbered
 from tests.support.pg import PgServer, free_port
 from tests.unit.store.helpers import NOW, READY, answer, step, subscribe
 
