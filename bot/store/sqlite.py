@@ -64,8 +64,9 @@ class SqliteDatabase(Database):
     def __init__(self, conn: aiosqlite.Connection, path: Path, lock: _FileLock) -> None:
         self._conn = conn
         self._reader = _SqliteTx(conn)
-        self._lock = asyncio.Lock()
-        self._lock = lock
+        # One statement or transaction at a time on the one connection.
+        self._serial = asyncio.Lock()
+        self._file_lock = lock
         self.path = path
         self.sql = SqliteDialect()
 
@@ -115,29 +116,29 @@ class SqliteDatabase(Database):
         try:
             await self._conn.close()
         finally:
-            self._lock.release()
+            self._file_lock.release()
 
     def file_problem(self) -> str | None:
         """Why the file on disk is no longer the one open (deleted, or replaced), or None.
 
         Writes to a deleted file go on silently, and are gone at the next start.
         """
-        return self._lock.problem()
+        return self._file_lock.problem()
 
     # Reads wait for a write transaction under way: on the one connection they would read its
     # rows before it commits, and it may still roll back (a stop cancels it).
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
-        async with self._lock:
+        async with self._serial:
             return await self._reader.fetch(sql, args)
 
     async def select_json(self, columns: str, query: str, args: Sequence[Any] = ()) -> list[Any]:
-        async with self._lock:
+        async with self._serial:
             return await self._reader.select_json(columns, query, args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         """A write transaction, serialised with every other; rolled back on any exception."""
-        async with self._lock:
+        async with self._serial:
             try:
                 await self._begin()
             except asyncio.CancelledError:
