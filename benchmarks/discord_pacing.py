@@ -46,6 +46,26 @@ def bot_env(fake: FakeDiscord, sim_url: str, db: Path, **overrides: object) -> d
     return env
 
 
+async def seed_outbox(target: Path | str, channels: int, total: int) -> None:
+    """A database (SQLite file or PostgreSQL URL) with one subscription per channel and every
+    step of every training waiting in the outbox: ``total`` deliveries."""
+    await seed(
+        target,
+        channels,
+        channels=channels,
+        users=1,
+        channel_subs=1,
+        dm_subs=0,
+        last_seq=-1,
+        behind_every=0,
+        next_poll_at=time.time() + 3600,
+    )
+    store = await Store.open(target)
+    created = await fill_outbox(store, channels)
+    await store.close()
+    assert created == total, created
+
+
 def add_world(fake: FakeDiscord, channels: int) -> None:
     """Guilds and channels of the benchmark layout (channel_of)."""
     for k in range(channels):
@@ -77,21 +97,7 @@ async def run(quick: bool) -> list[Figure]:
     total = channels * per_channel
     async with temp_dir() as tmp, SimProcess(channels, stage=2) as sim:
         db = tmp / "tunewatch.db"
-        await seed(
-            db,
-            channels,
-            channels=channels,
-            users=1,
-            channel_subs=1,
-            dm_subs=0,
-            last_seq=-1,
-            behind_every=0,
-            next_poll_at=time.time() + 3600,
-        )
-        store = await Store.open(db)
-        created = await fill_outbox(store, channels)
-        await store.close()
-        assert created == total, created
+        await seed_outbox(db, channels, total)
         fake = FakeDiscord(rate_limits=True, latency=LATENCY)
         add_world(fake, channels)
         await fake.start()

@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from benchmarks.common import Figure, SimProcess, seed, temp_dir
-from benchmarks.discord_pacing import LATENCY, add_world, bot_env, order_kept
-from benchmarks.outbox import fill_outbox
+from benchmarks.common import Figure, SimProcess, temp_dir
+from benchmarks.discord_pacing import LATENCY, add_world, bot_env, order_kept, seed_outbox
 from benchmarks.pg_common import pg_server
-from bot.store import Store
 from tests.support.fakediscord import FakeDiscord
 from tests.support.harness import BotProcess, wait_until
 
@@ -28,21 +26,7 @@ async def run(quick: bool) -> list[Figure]:
     async with temp_dir() as tmp, SimProcess(channels, stage=2) as sim:
         with pg_server() as server:
             url = await asyncio.to_thread(server.new_database)
-            await seed(
-                url,
-                channels,
-                channels=channels,
-                users=1,
-                channel_subs=1,
-                dm_subs=0,
-                last_seq=-1,
-                behind_every=0,
-                next_poll_at=time.time() + 3600,
-            )
-            store = await Store.open(url)
-            created = await fill_outbox(store, channels)
-            await store.close()
-            assert created == total, created
+            await seed_outbox(url, channels, total)
             fake = FakeDiscord(rate_limits=True, latency=LATENCY)
             fake.shards = 2
             add_world(fake, channels)
