@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -61,10 +61,12 @@ class Rules:
     steps_per_training: int = 50
     """Step messages one training may make; past it, each answer makes at most one."""
 
-    @property
-    def bounds(self) -> Bounds:
-        """The poll policy's bounds."""
-        return Bounds.from_settings(self.interval, self.max_interval, self.jitter)
+    bounds: Bounds = field(init=False, repr=False, compare=False)
+    """The poll policy's bounds, from the interval, the longest gap and the jitter."""
+
+    def __post_init__(self) -> None:
+        bounds = Bounds.from_settings(self.interval, self.max_interval, self.jitter)
+        object.__setattr__(self, "bounds", bounds)  # frozen: set once, here
 
     @property
     def late_after(self) -> float:

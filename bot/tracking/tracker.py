@@ -208,13 +208,15 @@ class Tracker:
                 self._wake.clear()
                 now = self._clock()
                 self.last_tick = now
-                room = self._claim_size - len(self._polls)
-                if room > 0:
-                    for row, planned_at in await self._trainings.claim_due(now, room, self._plan):
+                if self._room() * 2 >= self._claim_size:
+                    claimed = await self._trainings.claim_due(now, self._room(), self._plan)
+                    for row, planned_at in claimed:
                         self._start_poll(row, planned_at)
                 next_at = await self._trainings.next_due_at()
-                if room <= 0 or next_at is None:
-                    delay = 5.0  # a poll that ends wakes this loop when room was short
+                if self._room() * 2 < self._claim_size or next_at is None:
+                    # Polls ending wake this loop when half the window is free again: the
+                    # next trainings are claimed together, not one per freed slot.
+                    delay = 5.0
                 else:
                     delay = min(5.0, max(0.0, next_at - self._clock()))
             except asyncio.CancelledError:
@@ -224,6 +226,10 @@ class Tracker:
                 continue
             self._claims.ended()
             await wait_event(self._wake, delay)
+
+    def _room(self) -> int:
+        """How many more trainings may be claimed (polls in flight count against the window)."""
+        return self._claim_size - len(self._polls)
 
     def _plan(self, row: Training) -> tuple[float, str]:
         """When a training just claimed is due next if its answer changes nothing, and why."""
@@ -250,12 +256,13 @@ class Tracker:
             log.exception("polling %s failed unexpectedly", row.training_id)
             update = None
         finally:
-            full = len(self._polls) >= self._claim_size
             self._polls.pop(row.ref, None)
             if not self._polls:
                 self._idle.set()
-            if full:
-                self._wake.set()  # room to claim again
+            if len(self._polls) == self._claim_size // 2:
+                # Half the window free: claim the next ones together (one claim per freed
+                # slot would be a transaction per poll).
+                self._wake.set()
         if update is None:
             self._done_with(1)
         else:
