@@ -158,6 +158,7 @@ async def seed(
     dm_subs: int = DMS_PER_TRAINING,
     eta_minutes: int | None = None,
     total_steps: int | None = None,
+    observation: str | None = None,
 ) -> None:
     """A database as a busy bot has it: ``trainings`` followed trainings, each with
     ``channel_subs`` channel subscriptions and ``dm_subs`` DM alerts, all active.
@@ -165,7 +166,8 @@ async def seed(
     Every ``behind_every``-th training is one step behind the simulator (``last_seq - 1``) so a
     cycle records new events and deliveries too. The rows are loaded in bulk, as
     ``tunewatch migrate-db`` loads a database (50,000 ``subscribe`` calls would measure the
-    command path, not the engine).
+    command path, not the engine). ``observation`` is what the adaptive poll policy keeps of
+    each training (JSON, as the tracker writes it); None as an older tunewatch left rows.
     """
     store = await Store.open(path)
     now = time.time()
@@ -189,6 +191,7 @@ async def seed(
             None,
             now,
             None,
+            observation,
         )
         for i in range(trainings)
     ]

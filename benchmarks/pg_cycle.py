@@ -18,7 +18,6 @@ from typing import Any
 import aiohttp
 
 from benchmarks.common import (
-    DMS_PER_TRAINING,
     HTTP_TIMEOUT,
     Figure,
     SimProcess,
@@ -27,13 +26,7 @@ from benchmarks.common import (
     temp_dir,
 )
 from benchmarks.pg_common import ServerCpu, pg_server
-from benchmarks.poll_cycle import (
-    CONCURRENCY,
-    STAGE2_ETA_MINUTES,
-    STAGE2_TOTAL_STEPS,
-    OneKey,
-    _check_stage2_seed,
-)
+from benchmarks.poll_cycle import CONCURRENCY, OneKey, stage2_layout
 from bot.sdapi.client import SdApiClient
 from bot.sdapi.status import TrainingStatus
 from bot.store import Store
@@ -94,15 +87,9 @@ async def cycle(
 
 
 async def run(quick: bool) -> list[Figure]:
-    _check_stage2_seed()
     trainings = 2_000 if quick else 10_000
     rounds = 1 if quick else 3
-    layout = {
-        "channels": trainings,
-        "users": trainings * DMS_PER_TRAINING,
-        "eta_minutes": STAGE2_ETA_MINUTES,
-        "total_steps": STAGE2_TOTAL_STEPS,
-    }
+    layout = stage2_layout(trainings)
     results: dict[str, tuple[float, float, list[int]]] = {}
     async with temp_dir() as tmp, SimProcess(trainings, stage=2) as sim:
         with pg_server() as server:
@@ -114,7 +101,7 @@ async def run(quick: bool) -> list[Figure]:
                         target: Path | str = tmp / f"{name}{n}.db"
                     else:
                         target = await asyncio.to_thread(server.new_database)
-                    await seed(target, trainings, **layout)  # type: ignore[arg-type]
+                    await seed(target, trainings, **layout)
                     before = (await sim.stats())["requests"]
                     server_cpu.start()
                     cpu0 = cpu_seconds()

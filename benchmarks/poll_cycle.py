@@ -9,6 +9,7 @@ import shutil
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from prometheus_client import REGISTRY
@@ -17,6 +18,7 @@ from benchmarks.common import (
     BEHIND_EVERY,
     DMS_PER_TRAINING,
     HTTP_TIMEOUT,
+    KEY_REF,
     Figure,
     SimProcess,
     cpu_seconds,
@@ -28,6 +30,7 @@ from bot.sdapi.client import SdApiClient
 from bot.sdapi.simulator import DEFAULT_KEY, SimTraining
 from bot.sdapi.status import parse_status
 from bot.store import Store, transfer
+from bot.tracking import outcome
 from bot.tracking.outcome import Rules
 from bot.tracking.tracker import Tracker
 from tests.support.harness import wait_until
@@ -122,34 +125,38 @@ async def naive_sample(base_url: str, n: int) -> float:
         return time.perf_counter() - t0
 
 
-def _check_stage2_seed() -> None:
-    """The seeded rows must agree with the simulator, or every poll would look like news."""
+def stage2_layout(trainings: int) -> dict[str, Any]:
+    """How ``seed`` lays out rows as a bot that has followed the simulator's trainings for a
+    while has them: the state, ETA, step count and last step of stage 2, and what the poll
+    policy noted when it first saw that stage. Rows that disagree with the simulator would
+    make every poll news (a write per poll, which a following bot does not make)."""
     sim_training = SimTraining(training_id(0), stage=2, timeline="invented")  # as simproc
     status = parse_status(200, json.dumps(sim_training.body()).encode())
     seeded = (STAGE2_ETA_MINUTES, STAGE2_TOTAL_STEPS, 1)
     answered = (status.eta_minutes, status.total_steps, status.steps[-1].seq)
     if answered != seeded:
         raise RuntimeError(f"seed {seeded} differs from the simulator's stage 2 {answered}")
+    first_seen = outcome.after_status(
+        None, (training_id(0), KEY_REF), status, time.time() - 600, Rules(interval=3600.0)
+    )
+    return {
+        "channels": trainings,
+        "users": trainings * DMS_PER_TRAINING,
+        "eta_minutes": STAGE2_ETA_MINUTES,
+        "total_steps": STAGE2_TOTAL_STEPS,
+        "observation": first_seen.observation if first_seen else None,
+    }
 
 
 async def run(quick: bool) -> list[Figure]:
-    _check_stage2_seed()
     trainings = 2_000 if quick else 10_000
     subscriptions = trainings * 5
     rounds = 1 if quick else 9
     async with temp_dir() as tmp, SimProcess(trainings, stage=2) as sim:
         seeded = tmp / "seeded.db"
-        # As a bot that has followed these trainings for a while has them: what the simulator
-        # answers at stage 2 (state, ETA, step count, last step), except every tenth training
-        # one step behind. A cycle then sees 1 in 10 trainings with something new.
-        await seed(
-            seeded,
-            trainings,
-            channels=trainings,
-            users=trainings * DMS_PER_TRAINING,
-            eta_minutes=STAGE2_ETA_MINUTES,
-            total_steps=STAGE2_TOTAL_STEPS,
-        )
+        # As a bot that has followed these trainings for a while has them, except every tenth
+        # training one step behind. A cycle then sees 1 in 10 trainings with something new.
+        await seed(seeded, trainings, **stage2_layout(trainings))
         # Warm the simulator's body caches and connections alike for both contenders.
         await bare_loop(sim.base_url, min(trainings, 1000))
         # Bare loops and engine cycles alternate, a bare loop first and last: each engine
