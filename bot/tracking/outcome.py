@@ -13,6 +13,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
 import orjson
 
@@ -142,6 +143,13 @@ def is_late(row: Training | None, now: float, rules: Rules) -> bool:
     return overdue or failing
 
 
+class _Unread(Enum):
+    FROM_ROW = "read from the row"
+
+
+FROM_ROW = _Unread.FROM_ROW
+
+
 def after_status(
     row: Training | None,
     ref: tuple[str, str],
@@ -151,14 +159,18 @@ def after_status(
     *,
     learned: Learned = NO_LEARNING,
     planned_at: float | None = None,
+    previous: Observation | _Unread | None = FROM_ROW,
     rand: Random = random.random,
 ) -> TrainingUpdate | None:
     """The update an answered poll makes; None when the row already says all of it.
 
     ``row`` is None for a training not recorded yet (everything it shows is news).
+    ``previous`` is what the poll policy knew of the training before this answer, when the
+    caller has it already (the tracker's claim read it to plan); by default read from ``row``.
     """
     training_id, key_ref = ref
-    previous = None if row is None else observation_of(row, now, rules)
+    if previous is FROM_ROW:
+        previous = None if row is None else observation_of(row, now, rules)
     obs = _observe(previous, training_id, status, now, rules, row, learned)
     if row is not None and says_nothing_new(row, status) and obs is previous:
         return None

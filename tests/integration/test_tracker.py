@@ -286,6 +286,41 @@ async def test_a_hanging_key_does_not_starve_another(store: Store, sim: Simulato
             await tracker.stop()
 
 
+async def test_a_busy_key_takes_no_worker_from_another(store: Store, sim: Simulator) -> None:
+    # Two workers (the client's two requests at once), one request at once per key: the slow
+    # key's six trainings, claimed first, hang. Its one request in flight is all it holds: the
+    # other worker polls the other key's trainings meanwhile.
+    slow = [f"BusyKey{i:03d}" for i in range(6)]
+    fast = [f"FreeKey{i:03d}" for i in range(3)]
+    for tid in slow:
+        sim.add_training(tid, stage=1)
+        sim.inject(Fault.HANG, count=None, training_id=tid)
+    for tid in fast:
+        sim.add_training(tid, stage=1, key=TWO_KEYS["user:2"])
+    now = time.time()
+    await store.trainings.record(
+        [TrainingUpdate(t, DEFAULT_KEY_REF, now - 10, answered=True) for t in slow]
+        + [TrainingUpdate(t, "user:2", now - 5, answered=True) for t in fast],
+        now,
+    )
+    for i, tid in enumerate(slow + fast):
+        await subscribe(store, tid, channel=100 + i, key_ref="user:2" if tid in fast else "default")
+    async with aiohttp.ClientSession() as session:
+        client = SdApiClient(
+            session, sim.base_url, timeout=30, max_concurrency=2, max_concurrency_per_key=1
+        )
+        tracker = Tracker(store, client, TwoKeys(), Rules(interval=60))
+        tracker.start()
+        try:
+            for tid in fast:
+                await sim.wait_for_requests(1, training_id=tid, timeout=10)
+            assert sum(sim.request_count(t) for t in slow) == 1
+        finally:
+            sim.clear_faults()
+            sim.release_hangs()
+            await tracker.stop()
+
+
 async def test_a_training_declared_unknown_can_be_followed_again(store, client, sim) -> None:
     training = sim.add_training("Revive0001", stage=1)
     tracker = make_tracker(store, client, not_found_confirmations=1, not_found_window=0.0)
