@@ -37,10 +37,9 @@ async def inner(port: int, db: Path, trainings: int, bare: bool) -> None:
     aiohttp loop poll_cycle compares it with), counting on around it."""
     import aiohttp
 
-    from benchmarks.poll_cycle import CONCURRENCY, OneKey, bare_loop, polls_and_writes
+    from benchmarks.poll_cycle import CONCURRENCY, RULES, OneKey, bare_loop, polls_and_writes
     from bot.sdapi.client import SdApiClient
     from bot.store import Store
-    from bot.tracking.outcome import Rules
     from bot.tracking.tracker import Tracker
     from tests.support.harness import wait_until
 
@@ -58,7 +57,7 @@ async def inner(port: int, db: Path, trainings: int, bare: bool) -> None:
             max_concurrency=CONCURRENCY,
             max_concurrency_per_key=CONCURRENCY,
         )
-        tracker = Tracker(store, client, OneKey(), Rules(interval=3600.0))
+        tracker = Tracker(store, client, OneKey(), RULES)
         news = len(range(0, trainings, BEHIND_EVERY))
         toggle("on")
         tracker.start()

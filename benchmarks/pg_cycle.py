@@ -26,11 +26,10 @@ from benchmarks.common import (
     temp_dir,
 )
 from benchmarks.pg_common import ServerCpu, pg_server
-from benchmarks.poll_cycle import CONCURRENCY, OneKey, stage2_layout
+from benchmarks.poll_cycle import CONCURRENCY, RULES, OneKey, stage2_layout
 from bot.sdapi.client import SdApiClient
 from bot.sdapi.status import TrainingStatus
 from bot.store import Store
-from bot.tracking.outcome import Rules
 from bot.tracking.tracker import Tracker
 from tests.support.harness import wait_until
 
@@ -61,7 +60,7 @@ async def cycle(
             for _ in stores
         ]
         trackers = [
-            Tracker(store, client, OneKey(), Rules(interval=3600.0))
+            Tracker(store, client, OneKey(), RULES)
             for store, client in zip(stores, clients, strict=True)
         ]
         gc.collect()
