@@ -145,11 +145,8 @@ class SdApiClient:
         self._max_body = max_body_bytes
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout
-        self.max_concurrency = max_concurrency
-        """Requests at once, overall."""
-        self.max_concurrency_per_key = max_concurrency_per_key
-        """Requests at once with one API key."""
         self._overall = asyncio.Semaphore(max_concurrency)
+        self._per_key_limit = max_concurrency_per_key
         self._per_key: dict[int, asyncio.Semaphore] = {}
         self._client_timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_attempts = max_attempts
@@ -172,7 +169,7 @@ class SdApiClient:
         # keep or log holds the key itself; a collision would only share a concurrency limit.
         sem = self._per_key.get(hash(key))
         if sem is None:
-            sem = self._per_key[hash(key)] = asyncio.Semaphore(self.max_concurrency_per_key)
+            sem = self._per_key[hash(key)] = asyncio.Semaphore(self._per_key_limit)
         return sem
 
     def _wait(self, state: RetryCallState) -> float:

@@ -2,11 +2,10 @@
 channels and members follow it.
 
 The schedule is the database's (``trainings.next_poll_at``). The scheduler claims the trainings
-due, which writes when each is due next (the claim is the lease). Workers, as many as the API
-client lets requests run at once, poll the claimed trainings; a training whose key already has
-all its requests in flight waits aside, so a slow key never holds a worker another key could
-use. What an answer changes is decided by ``outcome`` (pure); results with something to record
-are written in batches.
+due, which writes when each is due next (the claim is the lease), and polls each in a task of
+its own; the API client bounds how many requests run at once, overall and per key. What an
+answer changes is decided by ``outcome`` (pure); results with something to record are written
+in batches.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
@@ -106,16 +104,8 @@ class Tracker:
         self._on_outbox = on_outbox or (lambda: None)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        # Claimed trainings not answered yet, and the workers polling them.
-        self._claimed: set[tuple[str, str]] = set()
-        self._ready: deque[Claim] = deque()  # claimed, for the next worker
+        self._polls: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._observed: dict[tuple[str, str], Observation | None] = {}  # read by the claim
-        self._workers: set[asyncio.Task[None]] = set()
-        self._max_workers = client.max_concurrency
-        # Polls in flight per key_ref, and claims set aside while their key has no free slot.
-        self._per_key = client.max_concurrency_per_key
-        self._busy: dict[str, int] = {}
-        self._parked: dict[str, deque[Claim]] = {}
         self._results: asyncio.Queue[TrainingUpdate] = asyncio.Queue()
         self._learn_again = asyncio.Event()
         self._claims = FailureStreak(
@@ -169,20 +159,16 @@ class Tracker:
     async def stop(self) -> None:
         """Stop; polls in flight are abandoned (their training is due again at the time its
         claim planned, so a restart polls it then)."""
-        tasks = [*self._tasks, *self._workers]
-        self._tasks = []
+        tasks = [*self._tasks, *self._polls.values()]
+        self._tasks, self._polls = [], {}
         for task in tasks:
             task.cancel()
-        try:
-            # gather: a cancellation of stop() itself is not swallowed with the tasks' own.
-            await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            self._workers, self._claimed, self._ready = set(), set(), deque()
-            self._busy, self._parked = {}, {}
-            self._results = asyncio.Queue()
-            self._idle.set()
-            self._unsettled = 0
-            self._settled.set()
+        # gather: a cancellation of stop() itself is not swallowed with the tasks' own.
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._results = asyncio.Queue()
+        self._idle.set()
+        self._unsettled = 0
+        self._settled.set()
 
     async def settled(self) -> None:
         """Wait until every poll claimed so far has been answered and its result written."""
@@ -256,8 +242,8 @@ class Tracker:
             await wait_event(self._wake, delay)
 
     def _room(self) -> int:
-        """How many more trainings may be claimed (claims not answered count against it)."""
-        return self._claim_size - len(self._claimed)
+        """How many more trainings may be claimed (polls in flight count against the window)."""
+        return self._claim_size - len(self._polls)
 
     def _plan(self, row: Training) -> tuple[float, str]:
         """When a training just claimed is due next if its answer changes nothing, and why."""
@@ -268,71 +254,36 @@ class Tracker:
         return plan.at, plan.why
 
     def _start_poll(self, claim: Claim) -> None:
-        if claim.row.ref in self._claimed:
+        row = claim.row
+        if row.ref in self._polls:
             return  # still in flight from an earlier claim (its lease ran out): once is enough
-        self._claimed.add(claim.row.ref)
         self._idle.clear()
         self._unsettled += 1
         self._settled.clear()
-        self._ready.append(claim)
-        if len(self._workers) < self._max_workers:
-            self._workers.add(asyncio.create_task(self._work(), name="tracker-worker"))
+        self._polls[row.ref] = asyncio.create_task(self._poll(claim))
 
-    async def _work(self) -> None:
-        """Poll claimed trainings until none is ready (a worker per poll in flight, at most
-        as many as the client's requests at once: a task per poll would cost more)."""
+    async def _poll(self, claim: Claim) -> None:
+        row = claim.row
         try:
-            await self._work_while_ready()
+            update = await self._answer(claim)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # One bad training never stops the others; it is polled again at its next time.
+            log.exception("polling %s failed unexpectedly", row.training_id)
+            update = None
         finally:
-            # At once, not in a done callback: a claim made meanwhile must see the free slot.
-            self._workers.discard(asyncio.current_task())
-
-    async def _work_while_ready(self) -> None:
-        ready, busy = self._ready, self._busy
-        while ready:
-            claim = ready.popleft()
-            row = claim.row
-            key_ref = row.key_ref
-            polling = busy.get(key_ref, 0)
-            if polling >= self._per_key:
-                # Aside only while the key's slots are all taken: one of those polls hands it
-                # back when it ends (below).
-                self._parked.setdefault(key_ref, deque()).append(claim)
-                continue
-            busy[key_ref] = polling + 1
-            try:
-                update = await self._answer(claim)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # One bad training never stops the others; it is polled again at its next time.
-                log.exception("polling %s failed unexpectedly", row.training_id)
-                update = None
-            finally:
-                self._release(row)
-            if update is None:
-                self._done_with(1)
-            else:
-                self._results.put_nowait(update)
-
-    def _release(self, row: Training) -> None:
-        """A poll ended (answered, failed or cancelled)."""
-        key_ref = row.key_ref
-        polling = self._busy.pop(key_ref, 1) - 1  # (none left when stop() started over)
-        if polling:
-            self._busy[key_ref] = polling
-        parked = self._parked.get(key_ref)
-        if parked:
-            self._ready.appendleft(parked.popleft())
-            if not parked:
-                del self._parked[key_ref]
-        self._claimed.discard(row.ref)
-        if not self._claimed:
-            self._idle.set()
-        if len(self._claimed) == self._claim_size // 2:
-            # Half the window free: claim the next ones together (one claim per freed slot
-            # would be a transaction per poll).
-            self._wake.set()
+            self._polls.pop(row.ref, None)
+            if not self._polls:
+                self._idle.set()
+            if len(self._polls) == self._claim_size // 2:
+                # Half the window free: claim the next ones together (one claim per freed
+                # slot would be a transaction per poll).
+                self._wake.set()
+        if update is None:
+            self._done_with(1)
+        else:
+            self._results.put_nowait(update)
 
     async def _answer(self, claim: Claim) -> TrainingUpdate | None:
         """Poll one training; the update to record, or None when there is nothing to write."""
