@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from bot.config import ConfigError, Settings
-from bot.store import Store
+from bot.store import DatabaseError, Store
 
 GENERATE_HINT = (
     'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
@@ -135,6 +135,12 @@ def rotate_secret_cli(settings: Settings, new_secret_env: str) -> int:
         return 0
     try:
         count = asyncio.run(_rotate_file(target, old, new))
+    except DatabaseError as exc:
+        from bot.preflight import explain_database  # (it imports discord.py to explain)
+
+        error = explain_database(exc, target)
+        _say(f"rotate-secret: {error or exc.reason}", error=True)
+        return error.exit_code if error else 1
     except RotationFailed as exc:
         ids = ", ".join(str(u) for u in exc.user_ids[:20])
         more = f" and {len(exc.user_ids) - 20} more" if len(exc.user_ids) > 20 else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -385,6 +386,31 @@ def test_rotate_cli_without_a_database(
     assert rotate_secret_cli(settings(db_path, TUNEWATCH_SECRET=OLD), "TUNEWATCH_NEW_SECRET") == 0
     assert "no stored keys" in capsys.readouterr().out
     assert not db_path.exists()
+
+
+def test_rotate_cli_explains_a_database_it_cannot_use_in_one_line(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TUNEWATCH_NEW_SECRET", NEW)
+    db_path.write_bytes(b"not a database, " * 100)
+    code = rotate_secret_cli(settings(db_path, TUNEWATCH_SECRET=OLD), "TUNEWATCH_NEW_SECRET")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "is not a tunewatch database" in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there
+    url = f"postgresql://tw:pw@127.0.0.1:{port}/tw"
+    env = settings(db_path, TUNEWATCH_SECRET=OLD, DATABASE_URL=url)
+    code = rotate_secret_cli(env, "TUNEWATCH_NEW_SECRET")
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "Is PostgreSQL running there" in err
+    assert "pw@" not in err  # the password masked
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_rotate_cli_through_main(
