@@ -239,7 +239,21 @@ def _load_object(raw: str) -> dict[str, Any] | None:
         value = json.loads(raw)
     except (ValueError, RecursionError):
         return None
+    if "\\u0000" in raw:
+        # Nobody means a NUL in a status, and PostgreSQL's text refuses it (the whole batch of
+        # poll results would roll back): shown as U+FFFD, like any undecodable byte.
+        value = _without_nul(value)
     return value if isinstance(value, dict) else None
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
 
 
 def _scalar_text(value: Any) -> str:

@@ -770,6 +770,25 @@ def test_failure_reason_and_stage(
         assert status.failure_text == f"{reason} (during {stage})"
 
 
+def test_a_nul_in_any_text_becomes_a_replacement_character() -> None:
+    # PostgreSQL's text refuses NUL: one in an answer must not reach the store.
+    raw = json.dumps(
+        {
+            "status": "success",
+            "messege": "training_started",
+            "data": "Step:1 Training\u0000 Started, 5 More Steps to go : ETA : 30 minutes",
+        }
+    ).encode()
+    assert b"\\u0000" in raw
+    status = parse_status(200, raw)
+    assert status.steps[0].label == "Training\ufffd Started"
+    failed = parse_status(
+        200, body(status="success", messege="training_failed", message="CUDA\u0000 out")
+    )
+    assert failed.failure_reason is not None
+    assert "\x00" not in failed.failure_reason
+
+
 def test_failure_reason_never_shows_a_key() -> None:
     status = parse_status(
         200,
