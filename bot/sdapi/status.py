@@ -239,20 +239,24 @@ def _load_object(raw: str) -> dict[str, Any] | None:
         value = json.loads(raw)
     except (ValueError, RecursionError):
         return None
-    if "\\u0000" in raw:
-        # Nobody means a NUL in a status, and PostgreSQL's text refuses it (the whole batch of
-        # poll results would roll back): shown as U+FFFD, like any undecodable byte.
-        value = _without_nul(value)
+    if "\\u" in raw:  # only an escape can make such a character
+        value = _storable(value)
     return value if isinstance(value, dict) else None
 
 
-def _without_nul(value: Any) -> Any:
+# Valid JSON escapes no database takes: a NUL (PostgreSQL's text refuses it) and a lone UTF-16
+# surrogate (no UTF-8 encoder takes it). Recorded as is, one would roll back the whole batch of
+# poll results. Shown as U+FFFD, like an undecodable byte.
+_UNSTORABLE_RE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value: Any) -> Any:
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        return _UNSTORABLE_RE.sub("\ufffd", value)
     if isinstance(value, list):
-        return [_without_nul(v) for v in value]
+        return [_storable(v) for v in value]
     if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+        return {_storable(k): _storable(v) for k, v in value.items()}
     return value
 
 

@@ -321,6 +321,39 @@ async def test_a_busy_key_takes_no_worker_from_another(store: Store, sim: Simula
             await tracker.stop()
 
 
+async def test_text_no_database_takes_is_made_safe_before_it_is_recorded(
+    store, client, sim
+) -> None:
+    # A lone surrogate (\\ud800) or a NUL (\\u0000) in an answer is valid JSON but no UTF-8
+    # encoder or PostgreSQL takes it: recorded as is, it would roll back the whole batch of
+    # poll results, every cycle, and the other trainings' news with it.
+    poison = (
+        b'{"status": "success", "messege": "training_started", "data": '
+        b'"Step:1 Training \\ud800 Started\\u0000, 5 More Steps to go : ETA : 30 minutes"}'
+    )
+    sim.add_scripted("Poison0001", lambda: poison)
+    sim.add_training("Healthy001", stage=1)
+    tracker = make_tracker(store, client, interval=60)
+    ids = ("Poison0001", "Healthy001")
+    now = time.time()
+    await store.trainings.record(
+        [TrainingUpdate(t, DEFAULT_KEY_REF, now - 1, answered=True) for t in ids], now
+    )
+    for channel, training_id in enumerate(ids, start=1):
+        await subscribe(store, training_id, channel=channel)
+    tracker.start()
+    try:
+        for training_id in ids:
+            await sim.wait_for_requests(1, training_id=training_id)
+        await tracker.settled()
+    finally:
+        await tracker.stop()
+    groups = await store.outbox.due(time.time() + 3600, limit=1000)
+    labels = {g[0].training_id: [d.event.label for d in g if d.event] for g in groups}
+    assert labels["Poison0001"] == ["Training \ufffd Started\ufffd"]
+    assert labels["Healthy001"]  # its news recorded beside the poison's
+
+
 async def test_a_training_declared_unknown_can_be_followed_again(store, client, sim) -> None:
     training = sim.add_training("Revive0001", stage=1)
     tracker = make_tracker(store, client, not_found_confirmations=1, not_found_window=0.0)

@@ -770,8 +770,9 @@ def test_failure_reason_and_stage(
         assert status.failure_text == f"{reason} (during {stage})"
 
 
-def test_a_nul_in_any_text_becomes_a_replacement_character() -> None:
-    # PostgreSQL's text refuses NUL: one in an answer must not reach the store.
+def test_a_nul_or_a_lone_surrogate_in_any_text_becomes_a_replacement_character() -> None:
+    # PostgreSQL's text refuses NUL, and no UTF-8 encoder takes a lone surrogate: neither may
+    # reach the store.
     raw = json.dumps(
         {
             "status": "success",
@@ -787,6 +788,11 @@ def test_a_nul_in_any_text_becomes_a_replacement_character() -> None:
     )
     assert failed.failure_reason is not None
     assert "\x00" not in failed.failure_reason
+    lone = b'{"status": "error", "messege": "bad \\udc00 key"}'
+    with pytest.raises(SdApiError) as raised:
+        parse_status(200, lone)
+    assert "\udc00" not in raised.value.reason
+    raised.value.reason.encode()  # UTF-8 takes it
 
 
 def test_failure_reason_never_shows_a_key() -> None:
