@@ -288,7 +288,10 @@ def replay_one(
             eta_minutes=line.eta_minutes if line else None,
             elapsed_seconds=line.elapsed_seconds if line else None,
             finished=event.terminal,
-            kind=infer_kind(timeline.training_id, [*stages, stage]),
+            kind=infer_kind(
+                timeline.training_id,
+                [*stages, *(stage_key(e.label, None) for e in timeline.events[: index + 1])],
+            ),
             learned=learned,
         )
         record = obs.run_record()

@@ -211,6 +211,9 @@ def _observe(
         return None
     last = status.steps[-1] if status.steps else None
     stage = stage_key(last.label if last else None, status.raw_state)
+    # The kind from every line of the log, not only the stages the polls happened to see: a
+    # Dreambooth run whose compressing fell between two polls still wrote the line.
+    lines = [stage_key(step.label, None) for step in status.steps]
     seen = [] if previous is None else [s.stage for s in previous.stages]
     eta = status.eta_minutes if status.eta_seconds is None else status.eta_seconds / 60
     return observe(
@@ -221,7 +224,7 @@ def _observe(
         eta_minutes=eta,
         elapsed_seconds=status.elapsed_seconds,
         finished=status.terminal,
-        kind=_kind(training_id, [*seen, stage]),
+        kind=_kind(training_id, [*seen, *lines, stage]),
         learned=learned,
     )
 

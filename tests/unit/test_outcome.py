@@ -14,6 +14,7 @@ from bot.sdapi.status import TrainingStatus, parse_status
 from bot.store import DEFAULT_KEY_REF, Training
 from bot.tracking import outcome
 from bot.tracking.outcome import Rules
+from bot.tracking.policy import Observation, PollPolicy, TrainingKind, observe
 
 NOW = 1_000_000.0
 RULES = Rules(interval=60, max_backoff=900, jitter=0.1, not_found_window=300)
@@ -197,3 +198,42 @@ def test_not_found_ends_the_training_only_after_repeating_long_enough() -> None:
 def test_backoff_stays_within_its_bounds(errors: int, rand: float) -> None:
     at = outcome.backoff(errors, NOW, RULES, lambda: rand)
     assert NOW + RULES.interval * 0.9 <= at <= NOW + RULES.max_backoff * 1.1
+
+
+TRAINER_LINES = [
+    "Step:1 Training Started, 5 More Steps to go : ETA : 60 minutes | Time Elapsed : 41.2 seconds",
+    "Step:2 Training Done, 4 More Steps to go : ETA : 15 minutes | Time Elapsed : 1103.5 seconds",
+    "Step:3 Model Compressing, 3 More Steps to go : ETA : 25 minutes | Time Elapsed : 1190 seconds",
+    "Step:3 Model Uploading, 2 More Steps to go : ETA : 20 minutes | Time Elapsed : 1237.9 seconds",
+]
+
+
+@pytest.mark.parametrize(
+    ("lines", "kind"),
+    [
+        (TRAINER_LINES, TrainingKind.DREAMBOOTH),
+        ([line for line in TRAINER_LINES if "Compressing" not in line], TrainingKind.LORA),
+    ],
+)
+def test_the_kind_comes_from_every_line_of_the_log_not_only_the_stages_polls_saw(
+    lines: list[str], kind: TrainingKind
+) -> None:
+    # The polls saw "training started", then (compressing fell between two polls) "uploading":
+    # the log still has the compressing line, and that makes the run a Dreambooth one.
+    adaptive = Rules(interval=30, policy=PollPolicy.ADAPTIVE)
+    before = observe(None, NOW - 1200, stage="training started", polled_before=None)
+    body = {"status": "success", "messege": "trained_model_uploading", "data": " /n ".join(lines)}
+    update = outcome.after_status(
+        row(last_polled_at=NOW - 150),
+        ("T1", DEFAULT_KEY_REF),
+        parse_status(200, json.dumps(body).encode()),
+        NOW,
+        adaptive,
+        previous=before,
+        rand=middle,
+    )
+    assert update is not None
+    assert update.observation is not None
+    after = Observation.from_dict(json.loads(update.observation))
+    assert after.current.stage == "model uploading"
+    assert after.kind is kind
