@@ -321,9 +321,12 @@ class Result:
     groups: dict[str, Figures]  # per kind, and "on ETA" / "off ETA"
 
 
-def replay_all(timelines: Sequence[Timeline], planner: Planner, seed: int = SEED) -> Result:
+def replay_all(
+    timelines: Sequence[Timeline], planner: Planner, seed: int = SEED, *, warm_up: int = 0
+) -> Result:
     """Replay every timeline, each created ``CREATED_EVERY`` after the one before and
-    planned with what the runs finished by its creation taught."""
+    planned with what the runs finished by its creation taught; the first ``warm_up`` runs
+    only teach (they are left out of the figures)."""
     rng = random.Random(seed)
     finished: list[tuple[float, int, RunRecord]] = []  # heap by end time on the shared clock
     known: list[RunRecord] = []
@@ -340,6 +343,7 @@ def replay_all(timelines: Sequence[Timeline], planner: Planner, seed: int = SEED
         run = replay_one(timeline, planner, learned, rng)
         heapq.heappush(finished, (created + run.ended_at, i, run.record))
         runs.append((timeline, run))
+    runs = runs[warm_up:]
     groups: dict[str, list[Replay]] = {}
     for timeline, run in runs:
         groups.setdefault(timeline.kind, []).append(run)

@@ -96,8 +96,12 @@ class Tuning:
     expectation narrows the window instead; twice as vague, and it polls every ``fallback``
     there instead."""
     fallback: float = 2.0
-    """With nothing to go on, the gap is this many ``min_gap`` (60 s at the defaults, the first
-    round's interval)."""
+    """Where a vague expectation says little, the gap is this many ``min_gap`` (60 s at the
+    defaults, the first round's interval)."""
+    cold: float = 1.0
+    """With nothing learned of the stage yet (the first runs of a kind, a stage never seen
+    finish), the gap is this many ``min_gap``, jitter upwards: a new bot polls at the interval
+    until a few runs have finished, then as they taught it."""
     min_samples: int = 3
     """Learned figures from fewer runs than this are not used."""
     spread_floor: float = 2.0

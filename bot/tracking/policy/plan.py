@@ -193,7 +193,7 @@ def plan_next_poll(
         return _plan(now, bounds.min_gap * (1 + bounds.jitter * r), Reason.FIXED, bounds)
     expected = expect_stage_end(obs, now, learned, tuning)
     if expected is None:
-        gap = tuning.fallback * bounds.min_gap * (1 + bounds.jitter * (2 * r - 1))
+        gap = tuning.cold * bounds.min_gap * (1 + bounds.jitter * r)
         return _plan(now, gap, Reason.FALLBACK, bounds)
     return _adaptive(expected, now, bounds, tuning, r)
 
@@ -231,6 +231,10 @@ def _adaptive(
     # (On the grid already, rounding must not skip the next point: hence the nudge.)
     steps = min(math.ceil((target - aim) / g - 1e-9), 0) if aim > target else 0
     gap = aim + steps * g if aim > target else target
+    if dense_from <= 0 and gap > g:
+        # Inside the window already (the expectation moved since the grid was laid): no gap
+        # longer than `g` to reach the new grid.
+        gap = g
     clamped = None
     if gap > big:
         # Too far for one gap: wait as long as allowed but leave room to land on the grid.
