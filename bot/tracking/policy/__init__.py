@@ -5,7 +5,8 @@ trainer stamps its time elapsed, and past runs of the same kind show how long ea
 ``plan_next_poll`` uses that to poll densely (every ``min_gap``) around the moment the current
 stage is expected to end and sparsely (up to ``max_gap``) while nothing can change; when the
 expected end passes with no change it stays dense for a while, then backs off towards
-``max_gap``. Every gap, jitter included, lies in ``[min_gap, max_gap]``, and an unfinished
+``max_gap``; a stage nothing was learned of yet (the first runs of a kind) is polled every
+``min_gap``. Every gap, jitter included, lies in ``[min_gap, max_gap]``, and an unfinished
 training always gets a finite next poll, whatever its ETA or the clock say.
 
 Everything here is pure: the clock (``now``) and the random source are parameters; nothing reads
