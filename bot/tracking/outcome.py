@@ -9,6 +9,7 @@ decides when to poll and how many at once; every rule about what an answer means
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -103,7 +104,7 @@ def observation_of(row: Training, now: float, rules: Rules) -> Observation | Non
         except (ValueError, TypeError):
             log.warning("the poll observation of %s is damaged; starting over", row.training_id)
     stage = stage_key(None, row.state)
-    return observe(None, now, stage=stage, polled_before=None, kind=_kind(row.training_id, []))
+    return observe(None, now, stage=stage, polled_before=None, kind=infer_kind(row.training_id, []))
 
 
 def next_poll(now: float, rules: Rules, rand: Random = random.random) -> float:
@@ -211,10 +212,12 @@ def _observe(
         return None
     last = status.steps[-1] if status.steps else None
     stage = stage_key(last.label if last else None, status.raw_state)
-    # The kind from every line of the log, not only the stages the polls happened to see: a
-    # Dreambooth run whose compressing fell between two polls still wrote the line.
-    lines = [stage_key(step.label, None) for step in status.steps]
-    seen = [] if previous is None else [s.stage for s in previous.stages]
+    kind = TrainingKind.UNKNOWN  # observe keeps a kind once known
+    if previous is None or previous.kind is TrainingKind.UNKNOWN:
+        # From every line of the log, not only the stages the polls happened to see: a
+        # Dreambooth run whose compressing fell between two polls still wrote the line.
+        lines = (stage_key(step.label, None) for step in status.steps)
+        kind = infer_kind(training_id, itertools.chain(lines, [stage]))
     eta = status.eta_minutes if status.eta_seconds is None else status.eta_seconds / 60
     return observe(
         previous,
@@ -224,13 +227,9 @@ def _observe(
         eta_minutes=eta,
         elapsed_seconds=status.elapsed_seconds,
         finished=status.terminal,
-        kind=_kind(training_id, [*seen, *lines, stage]),
+        kind=kind,
         learned=learned,
     )
-
-
-def _kind(training_id: str, stages: Sequence[str]) -> TrainingKind:
-    return infer_kind(training_id, stages)
 
 
 def _json(obs: Observation) -> str:
