@@ -1,10 +1,14 @@
 """The simulator's faults: every error answer the service is known to give (see
-the bodies and their sources in tests/unit/test_corpus.py), and a few a broken network gives."""
+the bodies and their sources in tests/unit/test_corpus.py), and a few a broken network gives;
+which requests get them (``FaultQueue``) and the answers that hang or never end."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -112,7 +116,8 @@ FIXED: dict[Fault, tuple[int, bytes]] = {
 
 
 def fault_response(fault: Fault, retry_after: float) -> web.Response:
-    """The answer a fixed fault gives (not a hang nor a stream: the simulator runs those)."""
+    """The answer a fixed fault gives (not a hang nor a stream: see ``FaultQueue.hang`` and
+    ``stream``)."""
     if fault is Fault.HTML:
         return web.Response(status=502, body=HTML_502, content_type="text/html")
     if fault is Fault.RATE_LIMIT_429:
@@ -126,3 +131,83 @@ def fault_response(fault: Fault, retry_after: float) -> web.Response:
         return web.Response(status=429, body=body, content_type=JSON, headers=headers)
     status, body = FIXED[fault]
     return web.Response(status=status, body=body, content_type=JSON)
+
+
+@dataclass(slots=True)
+class FaultRule:
+    """A fault for the next ``remaining`` requests (None: until cleared) about
+    ``training_id`` (None: any)."""
+
+    fault: Fault
+    remaining: int | None
+    training_id: str | None
+    hang_seconds: float
+
+
+class FaultQueue:
+    """The faults injected and not used up, matched in the order they were given."""
+
+    def __init__(self) -> None:
+        self._rules: list[FaultRule] = []
+        self._release = asyncio.Event()
+
+    def add(
+        self, fault: Fault, count: int | None, training_id: str | None, hang_seconds: float
+    ) -> None:
+        if count is not None and count < 1:
+            raise ValueError("count must be at least 1, or None")
+        self._rules.append(FaultRule(Fault(fault), count, training_id, hang_seconds))
+
+    def clear(self) -> None:
+        self._rules.clear()
+
+    def take(self, training_id: str) -> FaultRule | None:
+        """The fault a request about ``training_id`` gets now, if any (and one use of it)."""
+        for index, rule in enumerate(self._rules):
+            if rule.training_id is None or rule.training_id == training_id:
+                if rule.remaining is not None:
+                    rule.remaining -= 1
+                    if rule.remaining <= 0:
+                        del self._rules[index]
+                return rule
+        return None
+
+    async def hang(self, seconds: float) -> None:
+        """Wait ``seconds``, or until ``release_hangs``."""
+        release = self._release
+        try:
+            async with asyncio.timeout(seconds):
+                await release.wait()
+        except TimeoutError:
+            pass
+
+    def release_hangs(self) -> None:
+        """Let the requests hanging now finish; later hangs hang again."""
+        self._release.set()
+        self._release = asyncio.Event()
+
+
+async def stream(
+    request: web.Request, fault: Fault, done: Callable[[int], Awaitable[None]]
+) -> web.StreamResponse:
+    """An answer that never ends (``ENDLESS``), or a huge one (``HUGE``), written as the client
+    reads it (the server never holds more than one chunk); ``done`` gets how much went out."""
+    response = web.StreamResponse(status=200, headers={"Content-Type": JSON})
+    limit = HUGE_BODY_BYTES if fault is Fault.HUGE else None
+    if limit is not None:
+        response.content_length = limit
+    else:
+        response.enable_chunked_encoding()
+    sent = 0
+    try:
+        await response.prepare(request)
+        while limit is None or sent < limit:
+            chunk = STREAM_CHUNK if limit is None else STREAM_CHUNK[: limit - sent]
+            await response.write(chunk)
+            sent += len(chunk)
+        await response.write_eof()
+    except (ConnectionError, OSError):
+        pass  # the client went away: what it should do with such an answer
+    finally:
+        await done(sent)
+    return response

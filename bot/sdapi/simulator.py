@@ -28,10 +28,11 @@ from bot.sdapi.faults import (
     INVALID_KEY_BODY,
     JSON,
     NOT_FOUND_BODY,
-    STREAM_CHUNK,
     Fault,
+    FaultQueue,
     fault_response,
     json_bytes,
+    stream,
 )
 from bot.sdapi.model import Api
 from bot.sdapi.timelines import (
@@ -73,14 +74,6 @@ class RequestRecord:
 
 
 _ID_ALPHABET = string.ascii_letters + string.digits
-
-
-@dataclass(slots=True)
-class _FaultRule:
-    fault: Fault
-    remaining: int | None
-    training_id: str | None
-    hang_seconds: float
 
 
 @dataclass(slots=True)
@@ -131,12 +124,11 @@ class Simulator:
         """Bytes of body sent by each finished endless or huge answer."""
         self._clock = clock
         self._clocked: dict[str, _Clocked] = {}
-        self._faults: list[_FaultRule] = []
+        self._faults = FaultQueue()
         self._counts: Counter[str] = Counter()
         self._total = 0
         self._waiters = 0
         self._condition = asyncio.Condition()
-        self._release = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
     # -- scripting -------------------------------------------------------------------------
@@ -198,9 +190,7 @@ class Simulator:
         hang_seconds: float = 3600,
     ) -> None:
         """Give the next ``count`` matching requests ``fault`` (None: until clear_faults())."""
-        if count is not None and count < 1:
-            raise ValueError("count must be at least 1, or None")
-        self._faults.append(_FaultRule(Fault(fault), count, training_id, hang_seconds))
+        self._faults.add(fault, count, training_id, hang_seconds)
 
     def clear_faults(self) -> None:
         """Forget every injected fault not yet used up."""
@@ -208,8 +198,7 @@ class Simulator:
 
     def release_hangs(self) -> None:
         """Let the requests hanging now finish (with a 503); later hangs hang again."""
-        self._release.set()
-        self._release = asyncio.Event()
+        self._faults.release_hangs()
 
     # -- observation -----------------------------------------------------------------------
 
@@ -335,36 +324,21 @@ class Simulator:
     async def _handle(self, request: web.Request, api: Api) -> web.StreamResponse:
         training_id = request.match_info["training_id"]
         key = _key_of(await request.read())
-        rule = self._take_fault(training_id)
+        rule = self._faults.take(training_id)
         if rule is None:
             status, body = self._answer(training_id, key, api)
             response = web.Response(status=status, body=body, content_type=JSON)
         elif rule.fault is Fault.HANG:
             await self._record(request, training_id, key, 503, api)
-            release = self._release
-            try:
-                async with asyncio.timeout(rule.hang_seconds):
-                    await release.wait()
-            except TimeoutError:
-                pass
-            return self._fault_response(Fault.UNAVAILABLE)
+            await self._faults.hang(rule.hang_seconds)
+            return fault_response(Fault.UNAVAILABLE, self.retry_after)
         elif rule.fault in (Fault.ENDLESS, Fault.HUGE):
             await self._record(request, training_id, key, 200, api)
-            return await self._stream(request, rule.fault)
+            return await stream(request, rule.fault, self._streamed)
         else:
-            response = self._fault_response(rule.fault)
+            response = fault_response(rule.fault, self.retry_after)
         await self._record(request, training_id, key, response.status, api)
         return response
-
-    def _take_fault(self, training_id: str) -> _FaultRule | None:
-        for index, rule in enumerate(self._faults):
-            if rule.training_id is None or rule.training_id == training_id:
-                if rule.remaining is not None:
-                    rule.remaining -= 1
-                    if rule.remaining <= 0:
-                        del self._faults[index]
-                return rule
-        return None
 
     def _answer(self, training_id: str, key: str | None, api: Api) -> tuple[int, bytes]:
         if key is None or key not in self.keys:
@@ -391,32 +365,9 @@ class Simulator:
             training.advance(due - clocked.applied)
             clocked.applied = due
 
-    def _fault_response(self, fault: Fault) -> web.Response:
-        return fault_response(fault, self.retry_after)
-
-    async def _stream(self, request: web.Request, fault: Fault) -> web.StreamResponse:
-        """An answer that never ends, or a huge one, written as the client reads it (the
-        server never holds more than one chunk); ``streamed`` records how much went out."""
-        response = web.StreamResponse(status=200, headers={"Content-Type": JSON})
-        limit = HUGE_BODY_BYTES if fault is Fault.HUGE else None
-        if limit is not None:
-            response.content_length = limit
-        else:
-            response.enable_chunked_encoding()
-        sent = 0
-        try:
-            await response.prepare(request)
-            while limit is None or sent < limit:
-                chunk = STREAM_CHUNK if limit is None else STREAM_CHUNK[: limit - sent]
-                await response.write(chunk)
-                sent += len(chunk)
-            await response.write_eof()
-        except (ConnectionError, OSError):
-            pass  # the client went away: what it should do with such an answer
-        finally:
-            self.streamed.append(sent)
-            await self._notify()
-        return response
+    async def _streamed(self, sent: int) -> None:
+        self.streamed.append(sent)
+        await self._notify()
 
     async def _record(
         self, request: web.Request, training_id: str, key: str | None, status: int, api: Api
