@@ -15,7 +15,8 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks.poll_policy import Figures, Timeline, status_body
+from benchmarks.policy_timelines import Timeline, status_body
+from benchmarks.poll_policy import Figures
 from bot.sdapi.client import SdApiClient
 from bot.sdapi.simulator import DEFAULT_KEY, Simulator
 from bot.store import DEFAULT_KEY_REF, Store, SubscriptionKind

@@ -665,7 +665,7 @@ def test_the_same_answer_twice_changes_nothing(
 
 
 def test_the_benchmark_timelines_follow_the_facts_and_speak_the_apis_dialect() -> None:
-    from benchmarks.poll_policy import make_timelines, status_body
+    from benchmarks.policy_timelines import make_timelines, status_body
     from bot.sdapi.status import parse_status
 
     timelines = make_timelines(100)
@@ -701,7 +701,8 @@ def test_the_benchmark_timelines_follow_the_facts_and_speak_the_apis_dialect() -
 
 
 def test_in_replay_the_adaptive_policy_is_cheaper_and_faster_than_fixed_polling() -> None:
-    from benchmarks.poll_policy import first_round, make_timelines, policy_planner, replay_all
+    from benchmarks.policy_timelines import make_timelines
+    from benchmarks.poll_policy import first_round, policy_planner, replay_all
 
     # Once it has learned from the first runs (those polled at the interval, having nothing
     # to go on, teach and are left out).
