@@ -215,8 +215,10 @@ def _observe(
     kind = TrainingKind.UNKNOWN  # observe keeps a kind once known
     if previous is None or previous.kind is TrainingKind.UNKNOWN:
         # From every line of the log, not only the stages the polls happened to see: a
-        # Dreambooth run whose compressing fell between two polls still wrote the line.
-        lines = (stage_key(step.label, None) for step in status.steps)
+        # Dreambooth run whose compressing fell between two polls still wrote the line. The
+        # lines recorded before were read when they were new.
+        after = -1 if previous is None or row is None else row.last_seq
+        lines = (stage_key(step.label, None) for step in status.steps if step.seq > after)
         kind = infer_kind(training_id, itertools.chain(lines, [stage]))
     eta = status.eta_minutes if status.eta_seconds is None else status.eta_seconds / 60
     return observe(
