@@ -68,7 +68,7 @@ async def run(quick: bool) -> list[Figure]:
         sent = statuses.count("sent")
         await store.close()
         flood = await flooded_outbox(tmp)
-    in_order = _in_order(notifier.sent)
+    in_order = sent_in_order(notifier.sent)
     rate = sent / wall
     return [
         *flood,
@@ -142,7 +142,8 @@ async def flooded_outbox(tmp: Path) -> list[Figure]:
     ]
 
 
-def _in_order(sent: list[tuple[int, int, str]]) -> bool:
+def sent_in_order(sent: list[tuple[int, int, str]]) -> bool:
+    """Whether each subscription's deliveries (subscription, seq, ...) went out in order."""
     last: dict[int, int] = {}
     for sub, seq, _ in sent:
         if last.get(sub, -1) >= seq:

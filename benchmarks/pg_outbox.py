@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import Figure, cpu_seconds, seed, temp_dir
-from benchmarks.outbox import STEPS, fill_outbox
+from benchmarks.outbox import STEPS, fill_outbox, sent_in_order
 from benchmarks.pg_common import ServerCpu, pg_server
 from bot.store import Delivery, Store
 from bot.tracking.delivery import Deliverer
@@ -93,7 +93,7 @@ async def run(quick: bool) -> list[Figure]:
                 cpu = cpu_seconds() - cpu0 + (server_cpu.seconds() if name != "sqlite" else 0)
                 keys = [(sub, seq) for sub, seq, _ in log.sent]
                 duplicates = len(keys) - len(set(keys))
-                in_order = _in_order(log.sent)
+                in_order = sent_in_order(log.sent)
                 ok = len(set(keys)) == created == deliveries and duplicates == 0 and in_order
                 rate = len(keys) / wall
                 split = ", ".join(str(n) for n in log.per_instance)
@@ -110,12 +110,3 @@ async def run(quick: bool) -> list[Figure]:
                     )
                 )
     return figures
-
-
-def _in_order(sent: list[tuple[int, int, str]]) -> bool:
-    last: dict[int, int] = {}
-    for sub, seq, _ in sent:
-        if last.get(sub, -1) >= seq:
-            return False
-        last[sub] = seq
-    return True
