@@ -24,7 +24,7 @@ from bot.interactions import reply, reply_error, update
 from bot.render import components, replies
 from bot.sdapi.status import Api
 from bot.store import Following, LimitReached, Style, Subscription, SubscriptionKind
-from cogs.training import list_page
+from cogs.training import list_page, status_page
 
 log = logging.getLogger(__name__)
 
@@ -184,10 +184,7 @@ async def refresh_status(interaction: Interaction, training_id: str, api: Api) -
     fetched = await fetch_status(bot, interaction, training_id, api, update=True)
     if fetched is None:
         return
-    embed = render.status_embed(fetched.training_id, fetched.status, datetime.now(UTC))
-    view = components.status_buttons(
-        fetched.training_id, fetched.status.api, in_guild=interaction.guild_id is not None
-    )
+    embed, view = status_page(interaction, fetched)
     await update(interaction, embed=embed, view=view)
 
 

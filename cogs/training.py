@@ -11,6 +11,7 @@ from discord.ext import commands
 from bot import render
 from bot.app import TunewatchBot
 from bot.following import (
+    Fetched,
     Mentionable,
     fetch_status,
     follow,
@@ -108,10 +109,7 @@ class TrainingCog(commands.Cog):
         fetched = await fetch_status(self.bot, interaction, training_id, _api(api))
         if fetched is None:
             return
-        embed = render.status_embed(fetched.training_id, fetched.status, datetime.now(UTC))
-        view = components.status_buttons(
-            fetched.training_id, fetched.status.api, in_guild=interaction.guild_id is not None
-        )
+        embed, view = status_page(interaction, fetched)
         await reply(interaction, embed=embed, view=view)
 
     @app_commands.command(
@@ -266,6 +264,17 @@ class TrainingCog(commands.Cog):
         """List subscriptions (this server) and the user's DM alerts, privately, in pages."""
         embed, view = await list_page(self.bot, interaction, page, show_finished)
         await reply(interaction, embed=embed, ephemeral=True, view=view)
+
+
+def status_page(
+    interaction: discord.Interaction[TunewatchBot], fetched: Fetched
+) -> tuple[discord.Embed, discord.ui.View]:
+    """The /training-status answer: the status embed and its buttons (Refresh shows it again)."""
+    embed = render.status_embed(fetched.training_id, fetched.status, datetime.now(UTC))
+    view = components.status_buttons(
+        fetched.training_id, fetched.status.api, in_guild=interaction.guild_id is not None
+    )
+    return embed, view
 
 
 async def list_page(
