@@ -16,6 +16,7 @@ from bot.render.text import (
     _plain,
     duration_text,
     eta_text,
+    fit_lines,
     inert,
     progress_bar,
     state_words,
@@ -51,18 +52,10 @@ def model_lines(model: ModelInfo) -> list[str]:
 
 
 def _model_block(model: ModelInfo) -> str:
-    kept: list[str] = []
-    size = 0
-    lines = model_lines(model)
-    for i, line in enumerate(lines):
-        line = truncate(_plain(line), 200)
-        tail = f"… and {len(lines) - i} more"
-        if size + len(line) + 1 + len(tail) > MODEL_LIMIT:
-            kept.append(tail)
-            break
-        kept.append(line)
-        size += len(line) + 1
-    return "```\n" + "\n".join(kept) + "\n```" if kept else "_(the answer shows no request)_"
+    lines = [truncate(_plain(line), 200) for line in model_lines(model)]
+    if not lines:
+        return "_(the answer shows no request)_"
+    return "```\n" + fit_lines(lines, "", MODEL_LIMIT) + "\n```"
 
 
 def _add_model_fields(embed: discord.Embed, model: ModelInfo) -> None:
