@@ -254,16 +254,15 @@ class TwoKeys:
         return "missing"
 
 
-async def test_a_hanging_key_does_not_starve_another(store: Store, sim: Simulator) -> None:
-    slow = [f"SlowKey{i:03d}" for i in range(8)]
-    fast = [f"FastKey{i:03d}" for i in range(3)]
+async def follow_two_keys(store: Store, sim: Simulator, slow: list[str], fast: list[str]) -> None:
+    """``slow`` trainings on the default key, every request about them hanging; ``fast`` ones
+    on user:2's key; all followed. The slow ones are due first, so they are claimed first."""
     for tid in slow:
         sim.add_training(tid, stage=1)
         sim.inject(Fault.HANG, count=None, training_id=tid)
     for tid in fast:
         sim.add_training(tid, stage=1, key=TWO_KEYS["user:2"])
     now = time.time()
-    # The slow trainings are due first, so they are claimed first.
     await store.trainings.record(
         [TrainingUpdate(t, DEFAULT_KEY_REF, now - 10, answered=True) for t in slow]
         + [TrainingUpdate(t, "user:2", now - 5, answered=True) for t in fast],
@@ -271,6 +270,12 @@ async def test_a_hanging_key_does_not_starve_another(store: Store, sim: Simulato
     )
     for i, tid in enumerate(slow + fast):
         await subscribe(store, tid, channel=100 + i, key_ref="user:2" if tid in fast else "default")
+
+
+async def test_a_hanging_key_does_not_starve_another(store: Store, sim: Simulator) -> None:
+    slow = [f"SlowKey{i:03d}" for i in range(8)]
+    fast = [f"FastKey{i:03d}" for i in range(3)]
+    await follow_two_keys(store, sim, slow, fast)
     async with aiohttp.ClientSession() as session:
         client = SdApiClient(session, sim.base_url, timeout=30, max_concurrency_per_key=1)
         tracker = Tracker(store, client, TwoKeys(), Rules(interval=60))
@@ -292,19 +297,7 @@ async def test_a_busy_key_takes_no_worker_from_another(store: Store, sim: Simula
     # other worker polls the other key's trainings meanwhile.
     slow = [f"BusyKey{i:03d}" for i in range(6)]
     fast = [f"FreeKey{i:03d}" for i in range(3)]
-    for tid in slow:
-        sim.add_training(tid, stage=1)
-        sim.inject(Fault.HANG, count=None, training_id=tid)
-    for tid in fast:
-        sim.add_training(tid, stage=1, key=TWO_KEYS["user:2"])
-    now = time.time()
-    await store.trainings.record(
-        [TrainingUpdate(t, DEFAULT_KEY_REF, now - 10, answered=True) for t in slow]
-        + [TrainingUpdate(t, "user:2", now - 5, answered=True) for t in fast],
-        now,
-    )
-    for i, tid in enumerate(slow + fast):
-        await subscribe(store, tid, channel=100 + i, key_ref="user:2" if tid in fast else "default")
+    await follow_two_keys(store, sim, slow, fast)
     async with aiohttp.ClientSession() as session:
         client = SdApiClient(
             session, sim.base_url, timeout=30, max_concurrency=2, max_concurrency_per_key=1
