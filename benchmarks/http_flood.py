@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import resource
-import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,7 +36,7 @@ from benchmarks.common import ROOT, Figure, emit, temp_dir
 from bot.config import Settings
 from bot.sdapi.simulator import DEFAULT_KEY, Simulator
 from tests.support.fakediscord import FakeDiscord
-from tests.support.harness import CHANNEL, GUILD, USER, subscribe, wait_until
+from tests.support.harness import CHANNEL, GUILD, USER, free_port, subscribe, wait_until
 
 SECRET = "flood-bench-webhook-secret-0123456789"  # noqa: S105 (the benchmark's own)
 TRICKLE_SECONDS = 5.0
@@ -214,13 +213,6 @@ async def healthz_ok(port: int) -> bool:
             return response.status == 200
     except (aiohttp.ClientError, TimeoutError, OSError):
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def measure(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bot.config import Settings, load_settings
 from bot.sdapi.simulator import DEFAULT_KEY, Simulator
+from tests.support.harness import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -147,13 +148,9 @@ def test_status_without_key(tmp_path: Path) -> None:
 
 
 async def test_simulate_subcommand_serves_demo_trainings(tmp_path: Path) -> None:
-    import socket
-
     import aiohttp
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -257,9 +254,7 @@ def test_health_without_http_port_is_a_settings_error(tmp_path: Path) -> None:
 
 
 def test_health_when_nothing_answers(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     result = run_cli("health", cwd=tmp_path, HTTP_PORT=str(port), HTTP_HOST="0.0.0.0")  # noqa: S104
     assert result.returncode == 3
     assert f"nothing answers on http://127.0.0.1:{port}/healthz" in result.stderr

@@ -29,6 +29,7 @@ from tests.support.harness import (
     ROOT,
     USER,
     BotProcess,
+    free_port,
     settings_for,
     step_messages,
     subscribe,
@@ -270,13 +271,6 @@ async def test_a_signal_during_a_slow_login_stops_cleanly(
 
 
 # -- start or explain --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 async def start_failure(env: dict[str, str], cwd: Path) -> tuple[int, str, list[str]]:

@@ -33,6 +33,7 @@ from bot.sdapi.simulator import (
 )
 from bot.sdapi.status import Api, TrainingState, TrainingStatus, parse_status
 from bot.sdapi.timelines import TIMELINES, TimelineName
+from tests.support.harness import free_port
 
 
 class FakeClock:
@@ -684,14 +685,11 @@ def test_demo_has_one_training_of_each_kind() -> None:
 
 
 async def test_simulate_prints_the_demo_ids_and_commands() -> None:
-    import socket
     import sys
 
     from bot.sdapi.demo import DEMO_TRAININGS, DEMO_V6_ID
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

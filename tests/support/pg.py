@@ -14,12 +14,13 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.support.harness import free_port
 
 USER = "tunewatch"
 PASSWORD = "tunewatch-test-password"
@@ -50,12 +51,6 @@ def find_bindir() -> Path:
         "no PostgreSQL server binaries (pg_ctl) on this machine: `make postgres` installs "
         "Debian's postgresql package"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class PgServer:
