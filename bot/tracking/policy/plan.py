@@ -63,9 +63,9 @@ def observe(
         current = previous.current
         if not new_stage and eta_minutes != current.eta_minutes:
             current = replace(current, eta_minutes=eta_minutes, eta_seen_at=eta_at)
-        if not new_stage and elapsed_seconds is not None:
+        if not new_stage and elapsed_seconds not in (None, current.elapsed_seconds):
             current = replace(current, elapsed_seconds=elapsed_seconds)
-        if current == previous.current and known_kind is previous.kind:
+        if current is previous.current and known_kind is previous.kind:
             return previous
         return replace(previous, kind=known_kind, stages=(*previous.stages[:-1], current))
     # A change: when did it happen?
