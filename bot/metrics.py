@@ -14,6 +14,11 @@ POLL_RESULTS_WRITTEN = Counter(
     "tunewatch_poll_results_written_total",
     "Poll results with something new (a step, a state, an error) recorded in the database",
 )
+POLL_RESULTS_REFUSED = Counter(
+    "tunewatch_poll_results_refused_total",
+    "Poll results the database refused for their values (the training is polled again); "
+    "the rest of their batch is recorded",
+)
 DELIVERIES = Counter("tunewatch_deliveries_total", "Discord deliveries by outcome", ["outcome"])
 DELIVERY_DELAY = Histogram(
     "tunewatch_delivery_delay_seconds",

@@ -257,6 +257,13 @@ class Database(ABC):
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
         """A write transaction; rolled back on any exception."""
 
+    def refused_data(self, exc: BaseException) -> bool:
+        """True when ``exc`` says the values written were refused (they cannot be encoded, or
+        break a constraint or a type), so the same write fails however often it is tried;
+        False for anything else (an outage, a lock, a closed connection)."""
+        # Encoding the rows as JSON (``rows_param``) fails before the database sees them.
+        return isinstance(exc, TypeError | UnicodeError | OverflowError)
+
     async def ping(self) -> bool:
         """True when the database answers."""
         return bool(await self.fetch("SELECT 1"))

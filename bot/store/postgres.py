@@ -130,6 +130,14 @@ class PostgresDatabase(Database):
         except TimeoutError:
             self._pool.terminate()
 
+    def refused_data(self, exc: BaseException) -> bool:
+        """Besides encoding errors: PostgreSQL's data exceptions (SQLSTATE class 22: a NUL in
+        text, a number out of range...) and integrity violations (class 23)."""
+        import asyncpg
+
+        data_errors = asyncpg.DataError | asyncpg.IntegrityConstraintViolationError
+        return isinstance(exc, data_errors) or super().refused_data(exc)
+
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         return [tuple(r) for r in await self._pool.fetch(self.text(sql), *args)]
 

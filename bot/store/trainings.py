@@ -97,6 +97,19 @@ _EVENT_TYPES = ("text", "text", "int", "text", "int", "text", "int", "int", "tex
                 "int", "int", "real")  # fmt: skip
 
 
+MAX_REFUSED = 8
+"""Refusals ``record_apart`` isolates in one batch; past that the fault is not the data's (a
+bug refusing every update must not cost a transaction each)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What ``record_apart`` did: deliveries created, and the updates refused with the reason."""
+
+    created: int
+    refused: tuple[tuple[TrainingUpdate, Exception], ...] = ()
+
+
 class Trainings:
     """The ``trainings`` and ``events`` tables: the schedule, and what each poll saw."""
 
@@ -237,6 +250,33 @@ class Trainings:
             for run in _distinct_runs(updates):
                 created += await self._record_run(tx, run, now)
         return created
+
+    async def record_apart(self, updates: Sequence[TrainingUpdate], now: float) -> Recorded:
+        """``record``, but updates whose values the database refuses (``refused_data``) are
+        returned, not rolled back with the rest: the batch is halved until each stands alone
+        (one bad update costs two transactions per halving). Other errors, and refusals past
+        ``MAX_REFUSED``, are raised (what was recorded before stays)."""
+        refused: list[tuple[TrainingUpdate, Exception]] = []
+        created = await self._record_halves(updates, now, refused)
+        return Recorded(created, tuple(refused))
+
+    async def _record_halves(
+        self,
+        updates: Sequence[TrainingUpdate],
+        now: float,
+        refused: list[tuple[TrainingUpdate, Exception]],
+    ) -> int:
+        try:
+            return await self.record(updates, now)
+        except Exception as exc:
+            if not self._db.refused_data(exc) or len(refused) >= MAX_REFUSED:
+                raise
+            if len(updates) == 1:
+                refused.append((updates[0], exc))
+                return 0
+        half = len(updates) // 2
+        first = await self._record_halves(updates[:half], now, refused)
+        return first + await self._record_halves(updates[half:], now, refused)
 
     async def _record_run(self, tx: Tx, updates: Sequence[TrainingUpdate], now: float) -> int:
         """Record updates of distinct trainings (their statements do not interact)."""

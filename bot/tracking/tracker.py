@@ -333,7 +333,7 @@ class Tracker:
             while len(batch) < self._write_batch and not self._results.empty():
                 batch.append(self._results.get_nowait())
             try:
-                created = await self._trainings.record(batch, self._clock())
+                recorded = await self._trainings.record_apart(batch, self._clock())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -343,7 +343,17 @@ class Tracker:
                 continue
             self._writes.ended()
             self._done_with(len(batch))
-            metrics.POLL_RESULTS_WRITTEN.inc(len(batch))
+            for update, refusal in recorded.refused:
+                # Its values, not the database, are at fault: the others are recorded.
+                log.error(
+                    "the database refused the poll result of %s (%s: %s); it is polled again "
+                    "at its next time",
+                    update.training_id,
+                    type(refusal).__name__,
+                    refusal,
+                )
+            metrics.POLL_RESULTS_REFUSED.inc(len(recorded.refused))
+            metrics.POLL_RESULTS_WRITTEN.inc(len(batch) - len(recorded.refused))
             self._count_finished(batch)
-            if created:
+            if recorded.created:
                 self._on_outbox()

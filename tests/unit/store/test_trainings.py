@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncpg
+import pytest
+
 from bot.events import TERMINAL_SEQ, Event, EventKind
 from bot.store import DEFAULT_KEY_REF, Store, Training, TrainingUpdate
-from bot.store.trainings import UNFOLLOWED_PARK_SECONDS
+from bot.store.trainings import MAX_REFUSED, UNFOLLOWED_PARK_SECONDS
 from tests.unit.store.helpers import NOW, READY, answer, step, subscribe
 
 
@@ -147,3 +150,46 @@ async def test_the_api_of_a_training_is_kept(store: Store) -> None:
     row = await store.trainings.get("T1", DEFAULT_KEY_REF)
     assert row is not None
     assert row.api == "v6"
+
+
+async def test_an_update_the_database_refuses_is_split_off_and_the_rest_recorded(
+    store: Store, target: object
+) -> None:
+    """One poll result the database cannot take (here a lone surrogate no encoding takes, and
+    on PostgreSQL a NUL, which its text refuses) must not roll back the rest of its batch."""
+    bad = [answer("SURROGATE", step(0), state="training\ud800")]
+    if isinstance(target, str):  # PostgreSQL
+        bad.append(answer("NUL", step(0), state="training\x00started"))
+    good = [answer(f"T{i}", step(0), step(1)) for i in range(6)]
+    for training_id in ["SURROGATE", "NUL", *(u.training_id for u in good)]:
+        await subscribe(store, training_id)
+    batch = [*good[:3], bad[0], *good[3:5], *bad[1:], good[5]]
+    recorded = await store.trainings.record_apart(batch, NOW)
+    assert [u.training_id for u, _ in recorded.refused] == [u.training_id for u in bad]
+    assert all(store.db.refused_data(exc) for _, exc in recorded.refused)
+    assert recorded.created == 6 * 2  # two steps for each good one's channel
+    for update in good:
+        row = await store.trainings.get(update.training_id, DEFAULT_KEY_REF)
+        assert row is not None
+        assert row.last_seq == 1
+    for update in bad:
+        assert await store.trainings.get(update.training_id, DEFAULT_KEY_REF) is None
+
+
+async def test_a_whole_batch_refused_is_the_databases_fault_not_each_updates(store: Store) -> None:
+    """Past a few refusals in one batch, the refusal is raised as an outage would be, instead of
+    costing a transaction per update (a bug that refuses everything)."""
+    batch = [answer(f"T{i}", step(0), state="\ud800") for i in range(MAX_REFUSED + 3)]
+    with pytest.raises(TypeError):
+        await store.trainings.record_apart(batch, NOW)
+    assert await store.trainings.get("T0", DEFAULT_KEY_REF) is None
+
+
+async def test_an_outage_is_raised_not_split(store: Store) -> None:
+    """An error that is not about the values (here: the database closed) is not retried in
+    halves: the caller drops the batch and polls those trainings again."""
+    await store.close()
+    # aiosqlite: "no active connection"; asyncpg: "pool is closed".
+    with pytest.raises((ValueError, asyncpg.InterfaceError)) as raised:
+        await store.trainings.record_apart([answer("T1", step(0)), answer("T2", step(0))], NOW)
+    assert not store.db.refused_data(raised.value)
