@@ -16,8 +16,9 @@ What a delivery row becomes on Discord, by style (a channel's; a DM alert gets t
   reply to it (with the row's nonce, like every new message). A deleted live message is posted
   again once, by the step that finds it gone, and the next steps edit the new one.
 - ``thread``: the opening posts the summary message and starts a thread under it (the thread has
-  the message's id); steps are posted silent in the thread; the end edits the summary to its
-  final form and posts the final message in the channel, as for ``live``.
+  the message's id); a step edits the summary to show it (as ``live`` does) and is posted
+  silent in the thread; the end edits the summary to its final form and posts the final
+  message in the channel, as for ``live``.
 """
 
 from __future__ import annotations
@@ -193,9 +194,14 @@ class DiscordNotifier:
         return await self._post_live(delivery, story, repost_nonce(nonce))
 
     async def _post_in_thread(self, delivery: Delivery, nonce: str) -> int:
+        """Bring the summary up to this step, then post the step in the thread. The edit comes
+        first: done again by a retry of this row, it shows the same; a summary someone deleted
+        stays gone (the thread goes on)."""
         thread_id = await self._live_id(delivery)
         if thread_id is None:  # the opening never reached Discord: open now, then post
             thread_id = await self._open(delivery, repost_nonce(nonce))
+        story = await self._story(delivery)
+        await self._edit(delivery, thread_id, render.live_embed(story, thread=True))
         thread = self._client.get_partial_messageable(
             thread_id, guild_id=delivery.guild_id, type=discord.ChannelType.public_thread
         )

@@ -140,11 +140,17 @@ async def test_thread_summary_in_the_channel_steps_in_its_thread(
         "Thread0001 · Step 3: Model Uploading",
     ]
     assert all(m.silent for m in in_thread)
-    assert [title(s) for s in summary.visible_states()] == [
-        "Training Thread0001",
+    states = summary.visible_states()
+    assert [title(s) for s in states] == [
+        "Training Thread0001",  # opened at step 1
+        "Training Thread0001",  # step 2
+        "Training Thread0001",  # step 3
         "Training Thread0001 · Training failed",
     ]
-    assert "Each step is posted in the thread" in summary.versions[0]["embeds"][0]["description"]
+    descriptions = [s["embeds"][0]["description"] for s in states]
+    assert all("Each step is posted in the thread" in d for d in descriptions[:3])
+    assert ["Step 3: Model Uploading" in d for d in descriptions] == [False, False, True, True]
+    assert "Step 2: Training Done" in descriptions[1]
     assert final.message_reference is not None
     assert final.message_reference["message_id"] == str(summary.id)
     assert title(final.snapshot()) == "Thread0001 · Training failed"

@@ -149,7 +149,8 @@ async def test_every_style_across_a_kill_and_restart(
     assert reply.message_reference["message_id"] == str(live.id)
     assert (reply.content, reply.pinged_roles) == (f"<@&{ROLE}>", [ROLE])
 
-    # thread: the summary edited once, at the end; each step once in the thread.
+    # thread: the summary showing every step in turn, like the live message, then its final
+    # form; each step once in the thread.
     summary, thread_end = step_messages(fake, THREAD)
     assert fake.threads_of(THREAD) == [summary.id]
     assert titles(fake.messages_in(summary.id)) == [
@@ -157,10 +158,9 @@ async def test_every_style_across_a_kill_and_restart(
         f"{TID} · Step 3: Model Uploading",
         f"{TID} · Step 4: Model Uploaded",
     ]
-    assert [s["embeds"][0]["title"] for s in summary.visible_states()] == [
-        f"Training {TID}",
-        f"Training {TID} · Model ready",
-    ]
+    states = summary.visible_states()
+    assert [len(steps_shown(s)) for s in states] == [1, 2, 3, 4, 4]
+    assert states[-1]["embeds"][0]["title"] == f"Training {TID} · Model ready"
     assert titles([thread_end]) == [f"{TID} · Model ready"]
 
     # final: the end only.

@@ -198,3 +198,33 @@ async def test_a_thread_refused_for_a_moment_is_started_on_the_retry_under_the_s
     assert await notifier.send(opening, "tweeee1") == summary.id  # the retry
     assert [m.id for m in bot_messages(fake)] == [summary.id]
     assert fake.threads_of(CHANNEL) == [summary.id]
+
+
+async def test_the_thread_summary_shows_each_step_and_a_deleted_one_stays_gone(
+    world: tuple[FakeDiscord, discord.Client, Store],
+) -> None:
+    fake, client, store = world
+    opening, first, second, end = await rows(
+        store, Style.THREAD, step(0), step(1), Event(seq=TERMINAL_SEQ, kind=EventKind.READY)
+    )
+    notifier = DiscordNotifier(client, store)
+    summary = await notifier.send(opening, "twffff1")
+    fake.fail_next(rf"/channels/{summary}/messages$", 503)  # the step's post, after the edit
+    with pytest.raises(TransientDeliveryError):
+        await notifier.send(first, "twffff2")
+    await notifier.send(first, "twffff2")  # the retry: the same edit again, then the post
+    (message,) = bot_messages(fake)
+    assert ["Step label 1" in s["embeds"][0]["description"] for s in message.visible_states()] == [
+        False,
+        True,
+    ]
+    fake.delete_message(summary)  # someone deletes the summary; its thread goes on
+    await notifier.send(second, "twffff3")
+    assert [m.embeds[0]["title"] for m in fake.messages_in(summary)] == [
+        "T1 · Step 1: Step label 1",
+        "T1 · Step 2: Step label 2",
+    ]
+    assert [m.id for m in bot_messages(fake) if not m.deleted] == []  # not posted again
+    final = await notifier.send(end, "twffff4")  # the end: in the channel, replying to nothing
+    (last,) = [m for m in bot_messages(fake) if m.id == final]
+    assert last.message_reference is None
