@@ -120,9 +120,9 @@ class SqliteDatabase(Database):
 
     def refused_data(self, exc: BaseException) -> bool:
         """Besides encoding errors: a constraint broken, or a value too big to store."""
-        return isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError) or super().refused_data(
-            exc
-        )
+        if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
+            return True
+        return super().refused_data(exc)
 
     def file_problem(self) -> str | None:
         """Why the file on disk is no longer the one open (deleted, or replaced), or None.
